@@ -1,0 +1,122 @@
+//! The command line: argument parsing and dispatch. One file per subcommand,
+//! each a thin layer over the library; errors become exit codes here.
+
+mod check;
+mod list;
+mod plan;
+mod show;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::cache::Cache;
+use crate::descriptor::{self, Board, Layers, Registry};
+use crate::emulator::Gem5Install;
+use crate::error::{exit, Error, Result};
+
+#[derive(Debug, Parser)]
+#[command(name = "kmatrix", version, about = "Build Linux kernels for many architectures, boot them under QEMU and gem5, debug them with gdb, and report what works.")]
+pub struct Cli {
+    /// Project directory whose arches/, boards/, toolchains/, fragments/ and
+    /// matrix.toml add to or override the built-in descriptors.
+    #[arg(short = 'C', long = "dir", global = true, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Cache directory for sources, builds and images.
+    #[arg(long, global = true, env = "KMATRIX_CACHE_DIR", value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// A gem5 binary to use for gem5 boards (its source tree is found from
+    /// build/<ISA>/gem5.<variant>).
+    #[arg(long, global = true, env = "KMATRIX_GEM5", value_name = "PATH")]
+    pub gem5: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Validate every descriptor and matrix.toml.
+    Check(check::Args),
+    /// List arches, boards or toolchains.
+    List(list::Args),
+    /// Show the build recipe, emulator argv and gdb setup for a machine.
+    Show(show::Args),
+    /// Expand matrix.toml into cells.
+    Plan(plan::Args),
+}
+
+/// Shared state of one invocation.
+pub struct Ctx {
+    pub layers: Layers,
+    pub cache: Cache,
+    pub gem5: Option<PathBuf>,
+}
+
+impl Ctx {
+    pub fn registry(&self) -> Result<Registry> {
+        descriptor::load(&self.layers).map_err(Error::Descriptors)
+    }
+
+    /// gem5 from --gem5, else the one recorded in the cache.
+    pub fn gem5_install(&self, isa: &str, variant: &str) -> Option<Gem5Install> {
+        match &self.gem5 {
+            Some(bin) => {
+                // <root>/build/<ISA>/gem5.<variant>
+                let root = bin.parent()?.parent()?.parent()?.to_path_buf();
+                let _ = (isa, variant);
+                Some(Gem5Install { binary: bin.clone(), root, version: None })
+            }
+            None => self.cache.gem5(isa),
+        }
+    }
+}
+
+/// Resolves `--arch`/`--board` to a board: an arch picks its default board.
+pub fn select_board<'r>(reg: &'r Registry, arch: Option<&str>, board: Option<&str>) -> Result<&'r Board> {
+    use crate::descriptor::diag::suggest;
+    match (arch, board) {
+        (_, Some(b)) => reg.boards.get(b).ok_or_else(|| {
+            Error::Usage(format!("unknown board `{b}`; {}", suggest(b, "boards", reg.boards.keys().map(String::as_str))))
+        }),
+        (Some(a), None) => {
+            let arch = reg.arch(a).ok_or_else(|| {
+                let names: Vec<&str> = reg.arches.values().flat_map(|x| std::iter::once(x.id.as_str()).chain(x.aliases.iter().map(String::as_str))).collect();
+                Error::Usage(format!("unknown arch `{a}`; {}", suggest(a, "arches", names)))
+            })?;
+            let id = arch.default_board.as_ref().ok_or_else(|| Error::Usage(format!("arch `{}` has no default board; pass --board", arch.id)))?;
+            Ok(&reg.boards[id])
+        }
+        (None, None) => Err(Error::Usage("pass --arch <arch> or --board <board> (see `kmatrix list`)".into())),
+    }
+}
+
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    let ctx = Ctx {
+        layers: Layers { dir: Some(cli.dir.clone().unwrap_or_else(|| PathBuf::from("."))), no_builtin: false },
+        cache: Cache::new(cli.cache_dir.clone()),
+        gem5: cli.gem5.clone(),
+    };
+    let result = match cli.command {
+        Cmd::Check(a) => check::run(&ctx, a),
+        Cmd::List(a) => list::run(&ctx, a),
+        Cmd::Show(a) => show::run(&ctx, a),
+        Cmd::Plan(a) => plan::run(&ctx, a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => report(&e),
+    }
+}
+
+fn report(e: &Error) -> i32 {
+    if let Error::Descriptors(diags) = e {
+        for d in diags {
+            eprintln!("{}\n", d.render());
+        }
+    }
+    eprintln!("error: {e}");
+    e.exit_code()
+}
+
+pub(crate) const OK: i32 = exit::OK;

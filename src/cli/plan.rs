@@ -1,0 +1,52 @@
+//! `kmatrix plan`: the matrix expanded into cells, as a table or JSON.
+
+use crate::cli::list::table;
+use crate::cli::{Ctx, OK};
+use crate::error::{Error, Result};
+use crate::plan::{self, CellState, Probe};
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[arg(long, value_enum, default_value = "table")]
+    format: Format,
+}
+
+/// Probes the real host.
+pub struct HostProbe<'a>(pub &'a Ctx);
+
+impl Probe for HostProbe<'_> {
+    fn toolchain_installed(&self, _toolchain: &str, cc: &str) -> bool {
+        crate::host::which(cc).is_some()
+    }
+    fn gem5(&self, isa: &str, variant: &str) -> Option<crate::emulator::Gem5Install> {
+        self.0.gem5_install(isa, variant)
+    }
+}
+
+pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
+    let reg = ctx.registry()?;
+    let plan = plan::plan(&reg, &HostProbe(ctx)).ok_or_else(|| Error::Usage("no matrix.toml found (built-in or in the project directory)".into()))?;
+    match a.format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&plan).expect("plan serialises")),
+        Format::Table => {
+            let mut t = table(["cell", "board", "arch", "toolchain", "kernel", "config", "build", "state"]);
+            for c in &plan.cells {
+                let state = match &c.state {
+                    CellState::Pending => "pending".to_string(),
+                    CellState::Skip(r) => format!("skip: {r}"),
+                };
+                t.add_row([c.id.clone(), c.board.clone(), c.arch.clone(), c.toolchain.clone(), c.kernel.clone(), c.config.clone(), c.build.clone(), state]);
+            }
+            println!("{t}");
+            let skipped = plan.cells.iter().filter(|c| c.state != CellState::Pending).count();
+            println!("{} cells ({} to run, {} skipped), {} kernel builds", plan.cells.len(), plan.cells.len() - skipped, skipped, plan.builds.len());
+        }
+    }
+    Ok(OK)
+}

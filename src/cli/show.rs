@@ -1,0 +1,159 @@
+//! `kmatrix show`: the resolved build recipe, the emulator argv and the gdb
+//! setup for one machine, exactly as kmatrix would run them.
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use crate::cli::{select_board, Ctx, OK};
+use crate::command::CommandSpec;
+use crate::descriptor::diag::suggest;
+use crate::emulator::{self, BootInputs};
+use crate::error::{Error, Result};
+use crate::gdb;
+use crate::recipe::{self, Paths};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Arch (or alias); picks the arch's default board.
+    #[arg(long)]
+    arch: Option<String>,
+    /// Board id.
+    #[arg(long, conflicts_with = "arch")]
+    board: Option<String>,
+    #[arg(long, default_value = "gcc")]
+    toolchain: String,
+    /// A config of matrix.toml (default: the board's own base and fragment).
+    #[arg(long)]
+    config: Option<String>,
+    /// Kernel image to show in the emulator argv.
+    #[arg(long, value_name = "PATH")]
+    kernel: Option<PathBuf>,
+    /// Initramfs to show in the emulator argv.
+    #[arg(long, value_name = "PATH")]
+    initrd: Option<PathBuf>,
+    #[arg(long, value_name = "PATH")]
+    dtb: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "text")]
+    format: Format,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Format {
+    Text,
+    Json,
+}
+
+#[derive(Serialize)]
+struct Shown {
+    board: String,
+    arch: String,
+    toolchain: String,
+    recipe: recipe::Recipe,
+    fragments: Vec<String>,
+    image: String,
+    dtb: Option<String>,
+    emulator: CommandSpec,
+    gdb: Vec<String>,
+}
+
+pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
+    let reg = ctx.registry()?;
+    let board = select_board(&reg, a.arch.as_deref(), a.board.as_deref())?;
+    let arch = &reg.arches[&board.arch];
+    let tc = reg.toolchains.get(&a.toolchain).ok_or_else(|| {
+        Error::Usage(format!("unknown toolchain `{}`; {}", a.toolchain, suggest(&a.toolchain, "toolchains", reg.toolchains.keys().map(String::as_str))))
+    })?;
+    if !tc.targets.contains_key(&arch.id) {
+        return Err(Error::Usage(format!("toolchain `{}` cannot build arch `{}`", tc.id, arch.id)));
+    }
+    let config = match &a.config {
+        None => None,
+        Some(id) => {
+            let m = reg.matrix.as_ref().ok_or_else(|| Error::Usage("no matrix.toml: --config needs one".into()))?;
+            Some(m.configs.iter().find(|c| &c.id == id).ok_or_else(|| {
+                Error::Usage(format!("unknown config `{id}`; {}", suggest(id, "configs", m.configs.iter().map(|c| c.id.as_str()))))
+            })?)
+        }
+    };
+    let inputs = recipe::config_inputs(&reg, arch, board, config);
+    let paths = Paths::placeholders();
+    let gdb_scripts = inputs.fragments.iter().flat_map(|f| &f.entries).any(|e| e.symbol == "CONFIG_GDB_SCRIPTS" && e.value.as_deref() == Some("y"));
+    let targets = recipe::targets(board, gdb_scripts);
+    let r = recipe::recipe(&paths, arch, tc, &inputs, &targets, crate::host::which("ccache").is_some(), "@0");
+    let image = paths.build.join(&board.kernel.image);
+    let dtb = board.kernel.dtb.as_ref().map(|d| paths.build.join(d));
+    let gem5 = match &board.emulator {
+        crate::descriptor::Emulator::Gem5(g) => ctx.gem5_install(&g.isa, &g.variant),
+        _ => None,
+    };
+    let inputs_boot = BootInputs {
+        kernel: a.kernel.clone().unwrap_or_else(|| image.clone()),
+        initrd: Some(a.initrd.clone().unwrap_or_else(|| PathBuf::from("<initramfs.cpio.gz>"))),
+        dtb: a.dtb.clone().or(dtb.clone()),
+        gem5,
+        ..Default::default()
+    };
+    let emu = emulator::command(board, &inputs_boot);
+    let attach = gdb::Attach { vmlinux: paths.build.join("vmlinux"), build_dir: paths.build.clone(), port: 1234, breakpoints: vec!["start_kernel".into()] };
+    let gdb_cmds = gdb::setup_commands(arch, &attach);
+    let shown = Shown {
+        board: board.id.clone(),
+        arch: arch.id.clone(),
+        toolchain: tc.id.clone(),
+        fragments: inputs.fragments.iter().map(|f| f.name.clone()).collect(),
+        image: image.display().to_string(),
+        dtb: dtb.map(|d| d.display().to_string()),
+        recipe: r,
+        emulator: emu,
+        gdb: gdb_cmds,
+    };
+    match a.format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&shown).expect("serialises")),
+        Format::Text => print_text(&shown, board, arch, &inputs),
+    }
+    Ok(OK)
+}
+
+fn print_text(s: &Shown, board: &crate::descriptor::Board, arch: &crate::descriptor::Arch, inputs: &recipe::ConfigInputs) {
+    println!("board      {}  {}  ({})", board.id, board.description, board.origin);
+    println!("arch       {}  ARCH={}  triple {} ({}-endian, {}-bit)", arch.id, arch.kernel_arch, arch.triple, arch.endian.as_str(), arch.pointer_width);
+    let vars: Vec<String> = s.recipe.make_vars.iter().filter(|(k, _)| k != "ARCH").map(|(k, v)| format!("{k}={v}")).collect();
+    println!("toolchain  {}  {}", s.toolchain, vars.join(" "));
+    println!();
+    println!("build recipe (source <source>, output <build>):");
+    let mut n = 1;
+    if let Some(f) = &s.recipe.base_file {
+        println!("  {n}. cp {} <build>/.config", f.display());
+        n += 1;
+    }
+    let mut steps = s.recipe.configure.iter();
+    if let Some(first) = steps.next() {
+        println!("  {n}. {first}");
+        n += 1;
+    }
+    if !inputs.fragments.is_empty() {
+        println!("  {n}. write the fragments, later ones win:");
+        for (i, f) in inputs.fragments.iter().enumerate() {
+            println!("       {}  ({} symbols from {})", Paths::placeholders().fragment_file(i, f).display(), f.entries.len(), f.origin);
+        }
+        n += 1;
+    }
+    for step in steps {
+        println!("  {n}. {step}");
+        n += 1;
+    }
+    println!("  {n}. check that every requested symbol is in <build>/.config");
+    println!("  {}. {}", n + 1, s.recipe.build);
+    println!();
+    println!("artefacts:  image {}{}", s.image, s.dtb.as_ref().map(|d| format!(", dtb {d}")).unwrap_or_default());
+    println!("            vmlinux <build>/vmlinux, System.map <build>/System.map, config <build>/.config");
+    println!();
+    println!("emulator ({}, poweroff by {}):", board.emulator.kind(), board.poweroff.as_str());
+    println!("  {}", s.emulator);
+    println!();
+    println!("gdb setup (gdb-multiarch):");
+    for c in &s.gdb {
+        println!("  {c}");
+    }
+}

@@ -1,0 +1,320 @@
+//! The resolved, validated machine model that the rest of kmatrix uses.
+//!
+//! Every cross-reference here has been checked (a board's arch exists, a
+//! toolchain target names a known arch...), so consumers index freely.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::kconfig::Fragment;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Endian {
+    Little,
+    Big,
+}
+
+impl Endian {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Endian::Little => "little",
+            Endian::Big => "big",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Arch {
+    pub id: String,
+    pub origin: String,
+    pub description: String,
+    pub aliases: Vec<String>,
+    pub kernel_arch: String,
+    pub triple: String,
+    pub endian: Endian,
+    pub pointer_width: u8,
+    pub default_board: Option<String>,
+    pub debian_arch: Option<String>,
+    pub make_targets: Vec<String>,
+    pub image: String,
+    pub gdb: Gdb,
+    /// Per-profile extra config (e.g. frame pointers for `debug`).
+    pub profiles: BTreeMap<String, Fragment>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Gdb {
+    pub architecture: String,
+    pub mips_abi: Option<String>,
+    pub breakpoint: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Poweroff {
+    /// The guest powers the machine off (`reboot(RB_POWER_OFF)`).
+    Poweroff,
+    /// The guest reboots and `-no-reboot` turns that into an exit.
+    Reboot,
+    /// The init executes gem5's `m5 exit` instruction.
+    M5Exit,
+}
+
+impl Poweroff {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Poweroff::Poweroff => "poweroff",
+            Poweroff::Reboot => "reboot",
+            Poweroff::M5Exit => "m5-exit",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InitramfsMode {
+    /// Passed to the emulator (`-initrd`).
+    External,
+    /// Linked into the kernel with CONFIG_INITRAMFS_SOURCE.
+    Embedded,
+}
+
+/// The first step of configuring a kernel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "kind", content = "value")]
+pub enum ConfigBase {
+    /// A make target: tinyconfig, allnoconfig, defconfig, versatile_defconfig...
+    Target(String),
+    /// The board's `defconfig`.
+    BoardDefconfig,
+    /// A complete .config file.
+    File(PathBuf),
+}
+
+impl ConfigBase {
+    pub fn parse(s: &str) -> Option<ConfigBase> {
+        if s == "board" {
+            Some(ConfigBase::BoardDefconfig)
+        } else if s.contains('/') || s.ends_with(".config") {
+            Some(ConfigBase::File(PathBuf::from(s)))
+        } else if matches!(s, "tinyconfig" | "allnoconfig" | "allyesconfig" | "allmodconfig" | "defconfig")
+            || s.ends_with("_defconfig")
+        {
+            Some(ConfigBase::Target(s.to_string()))
+        } else {
+            None
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Board {
+    pub id: String,
+    pub origin: String,
+    pub description: String,
+    pub arch: String,
+    pub console: String,
+    pub cmdline: String,
+    pub poweroff: Poweroff,
+    pub defconfig: String,
+    pub timeout: Duration,
+    pub memory_mib: u64,
+    pub host_packages: Vec<String>,
+    pub kernel: BoardKernel,
+    pub emulator: Emulator,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BoardKernel {
+    pub base: ConfigBase,
+    /// Named fragments from `fragments/`, in order.
+    pub fragments: Vec<String>,
+    /// The board's own lines, as a fragment named after the board.
+    pub config: Option<Fragment>,
+    pub make_targets: Vec<String>,
+    pub image: String,
+    pub dtb: Option<String>,
+    pub initramfs: InitramfsMode,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Emulator {
+    Qemu(Qemu),
+    Gem5(Gem5),
+}
+
+impl Emulator {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Emulator::Qemu(_) => "qemu",
+            Emulator::Gem5(_) => "gem5",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Qemu {
+    pub binary: String,
+    pub machine: String,
+    pub cpu: Option<String>,
+    pub smp: u32,
+    pub extra_args: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Gem5 {
+    pub isa: String,
+    pub variant: String,
+    pub script: String,
+    pub args: Vec<String>,
+    pub env: BTreeMap<String, String>,
+}
+
+/// Placeholders a gem5 board may use in `args` and `env`.
+pub const GEM5_PLACEHOLDERS: &[&str] =
+    &["gem5-root", "outdir", "kernel", "initrd", "disk-image", "memory", "cmdline", "gdb-port", "dtb"];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ToolchainKind {
+    Gcc,
+    Llvm,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Toolchain {
+    pub id: String,
+    pub origin: String,
+    pub description: String,
+    pub kind: ToolchainKind,
+    pub version_args: Vec<String>,
+    pub make_vars: BTreeMap<String, String>,
+    /// arch id → how to target it.
+    pub targets: BTreeMap<String, ToolchainTarget>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ToolchainTarget {
+    pub cross_compile: Option<String>,
+    pub cc: String,
+    pub cflags: Vec<String>,
+    pub packages: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Matrix {
+    pub origin: String,
+    pub timeout: Option<Duration>,
+    /// Board ids, after expanding the `arches` axis to default boards.
+    pub boards: Vec<String>,
+    pub toolchains: Vec<String>,
+    pub optional_toolchains: Vec<String>,
+    pub kernels: Vec<KernelSpec>,
+    pub configs: Vec<ConfigSpec>,
+    pub include: Vec<Rule>,
+    pub exclude: Vec<Rule>,
+    pub overrides: Vec<(Rule, Duration)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KernelSpec {
+    pub id: String,
+    pub version: Option<String>,
+    pub source: SourceSpec,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum SourceSpec {
+    /// The newest /usr/src/linux-source-*.tar.xz.
+    System,
+    /// A directory or a tarball.
+    Path { path: PathBuf },
+    Url { url: String, sha256: String },
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ConfigSpec {
+    pub id: String,
+    pub description: String,
+    /// None: the board's base.
+    pub base: Option<ConfigBase>,
+    pub fragments: Vec<String>,
+    pub profile: Option<String>,
+    pub config: Option<Fragment>,
+    pub allow_missing: Vec<String>,
+}
+
+/// Glob patterns over a cell's coordinates; `None` matches everything.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Rule {
+    pub board: Option<String>,
+    pub arch: Option<String>,
+    pub toolchain: Option<String>,
+    pub kernel: Option<String>,
+    pub config: Option<String>,
+}
+
+impl Rule {
+    pub fn matches(&self, board: &str, arch: &str, toolchain: &str, kernel: &str, config: &str) -> bool {
+        let m = |p: &Option<String>, v: &str| p.as_deref().is_none_or(|p| glob(p, v));
+        m(&self.board, board) && m(&self.arch, arch) && m(&self.toolchain, toolchain) && m(&self.kernel, kernel) && m(&self.config, config)
+    }
+}
+
+/// `*` matches any run of characters; everything else is literal.
+pub fn glob(pattern: &str, value: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == value;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !value.starts_with(first) || value.len() < first.len() + last.len() || !value.ends_with(last) {
+        return false;
+    }
+    let mut rest = &value[first.len()..value.len() - last.len()];
+    for mid in &parts[1..parts.len() - 1] {
+        match rest.find(mid) {
+            Some(i) => rest = &rest[i + mid.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+/// Everything kmatrix knows about machines, after layering and validation.
+#[derive(Debug, Clone, Serialize)]
+pub struct Registry {
+    pub arches: BTreeMap<String, Arch>,
+    pub boards: BTreeMap<String, Board>,
+    pub toolchains: BTreeMap<String, Toolchain>,
+    pub fragments: BTreeMap<String, Fragment>,
+    pub matrix: Option<Matrix>,
+}
+
+impl Registry {
+    /// An arch by id or alias.
+    pub fn arch(&self, name: &str) -> Option<&Arch> {
+        self.arches.get(name).or_else(|| self.arches.values().find(|a| a.aliases.iter().any(|x| x == name)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::glob;
+
+    #[test]
+    fn globs() {
+        assert!(glob("gem5-*", "gem5-arm"));
+        assert!(glob("*", "x"));
+        assert!(glob("qemu-*-malta", "qemu-mips64el-malta"));
+        assert!(!glob("qemu-*-malta", "qemu-x86_64-pc"));
+        assert!(glob("exact", "exact"));
+        assert!(!glob("a*a", "a"));
+    }
+}

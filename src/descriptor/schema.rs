@@ -1,0 +1,212 @@
+//! The on-disk shape of every descriptor, exactly as TOML spells it.
+//!
+//! These `Raw*` types are only a parsing contract: `deny_unknown_fields` turns
+//! a misspelt key into an error with a span, and `Spanned` keeps the location
+//! of every value that a later cross-check may have to blame. Nothing outside
+//! `descriptor` sees them; `resolve` turns them into the model types.
+//!
+//! Enums are externally tagged tables (`[qemu]` / `[gem5]`) and nothing is
+//! `flatten`ed or `untagged`: both lose spans and disable unknown-key checks.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+pub type S<T> = Spanned<T>;
+
+/// `arches/<id>.toml`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawArch {
+    pub description: Option<String>,
+    #[serde(default)]
+    pub aliases: Vec<S<String>>,
+    /// Kbuild's `ARCH=`.
+    pub kernel_arch: S<String>,
+    /// GNU triple, checked with target-lexicon.
+    pub triple: S<String>,
+    pub endian: S<String>,
+    pub default_board: Option<S<String>>,
+    /// Debian's name for the architecture (busybox-static packages).
+    pub debian_arch: Option<S<String>>,
+    pub kernel: RawArchKernel,
+    pub gdb: RawGdb,
+    #[serde(default)]
+    pub profiles: BTreeMap<String, RawArchProfile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawArchKernel {
+    pub make_targets: Vec<S<String>>,
+    pub image: S<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawGdb {
+    pub architecture: S<String>,
+    pub mips_abi: Option<S<String>>,
+    pub breakpoint: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawArchProfile {
+    /// Extra kernel config lines this arch needs for the profile.
+    pub config: Option<S<String>>,
+}
+
+/// `boards/<id>.toml`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawBoard {
+    pub description: Option<String>,
+    pub arch: S<String>,
+    pub console: S<String>,
+    pub cmdline: S<String>,
+    pub poweroff: S<String>,
+    pub defconfig: S<String>,
+    pub timeout: S<String>,
+    pub memory: S<String>,
+    #[serde(default)]
+    pub host_packages: Vec<S<String>>,
+    pub kernel: RawBoardKernel,
+    pub qemu: Option<S<RawQemu>>,
+    pub gem5: Option<S<RawGem5>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawBoardKernel {
+    pub base: S<String>,
+    #[serde(default)]
+    pub fragments: Vec<S<String>>,
+    /// Kernel config lines (`CONFIG_X=y`, `# CONFIG_X is not set`).
+    pub config: Option<S<String>>,
+    /// Overrides the arch's make targets.
+    pub make_targets: Option<Vec<S<String>>>,
+    /// Overrides the arch's image path.
+    pub image: Option<S<String>>,
+    pub dtb: Option<S<String>>,
+    pub initramfs: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawQemu {
+    pub binary: S<String>,
+    pub machine: S<String>,
+    pub cpu: Option<S<String>>,
+    pub smp: Option<S<u32>>,
+    #[serde(default)]
+    pub extra_args: Vec<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawGem5 {
+    pub isa: S<String>,
+    /// Binary variant inside `build/<ISA>/`.
+    pub variant: Option<S<String>>,
+    pub script: S<String>,
+    pub args: Vec<S<String>>,
+    #[serde(default)]
+    pub env: BTreeMap<String, S<String>>,
+}
+
+/// `toolchains/<id>.toml`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawToolchain {
+    pub description: Option<String>,
+    pub kind: S<String>,
+    pub version_args: Vec<String>,
+    #[serde(default)]
+    pub make_vars: BTreeMap<String, S<String>>,
+    pub targets: BTreeMap<String, S<RawToolchainTarget>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawToolchainTarget {
+    pub cross_compile: Option<S<String>>,
+    pub cc: S<String>,
+    #[serde(default)]
+    pub cflags: Vec<String>,
+    #[serde(default)]
+    pub packages: Vec<S<String>>,
+}
+
+/// `matrix.toml`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawMatrix {
+    pub timeout: Option<S<String>>,
+    #[serde(default)]
+    pub boards: Vec<S<String>>,
+    #[serde(default)]
+    pub arches: Vec<S<String>>,
+    pub toolchains: Vec<S<String>>,
+    #[serde(default)]
+    pub optional_toolchains: Vec<S<String>>,
+    pub kernels: Vec<S<String>>,
+    pub configs: Vec<S<String>>,
+    #[serde(default)]
+    pub kernel: BTreeMap<String, S<RawKernel>>,
+    #[serde(default)]
+    pub config: BTreeMap<String, S<RawConfig>>,
+    #[serde(default)]
+    pub include: Vec<S<RawRule>>,
+    #[serde(default)]
+    pub exclude: Vec<S<RawRule>>,
+    #[serde(default, rename = "override")]
+    pub overrides: Vec<S<RawOverride>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawKernel {
+    pub version: Option<String>,
+    pub path: Option<S<String>>,
+    pub url: Option<S<String>>,
+    pub sha256: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawConfig {
+    pub description: Option<String>,
+    /// Absent: the board's own base.
+    pub base: Option<S<String>>,
+    #[serde(default)]
+    pub fragments: Vec<S<String>>,
+    pub profile: Option<S<String>>,
+    pub config: Option<S<String>>,
+    /// Symbols that may be dropped by olddefconfig without failing the build.
+    #[serde(default)]
+    pub allow_missing: Vec<S<String>>,
+}
+
+/// Glob patterns (`*` only) on cell coordinates; an absent field matches all.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawRule {
+    pub board: Option<S<String>>,
+    pub arch: Option<S<String>>,
+    pub toolchain: Option<S<String>>,
+    pub kernel: Option<S<String>>,
+    pub config: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawOverride {
+    pub board: Option<S<String>>,
+    pub arch: Option<S<String>>,
+    pub toolchain: Option<S<String>>,
+    pub kernel: Option<S<String>>,
+    pub config: Option<S<String>>,
+    pub timeout: S<String>,
+}

@@ -1,0 +1,132 @@
+//! Emulator command lines: a board descriptor plus boot inputs → argv.
+//!
+//! One backend per emulator kind, none per board: everything that differs
+//! between machines comes from the board descriptor. Nothing is spawned here,
+//! so the exact argv is golden-tested per board and printed by `kmatrix show`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use crate::command::CommandSpec;
+use crate::descriptor::{Board, Emulator, Gem5, Qemu};
+
+/// What one boot feeds the emulator.
+#[derive(Debug, Clone, Default)]
+pub struct BootInputs {
+    pub kernel: PathBuf,
+    pub initrd: Option<PathBuf>,
+    pub dtb: Option<PathBuf>,
+    /// Appended to the board's command line.
+    pub append: Vec<String>,
+    pub memory_mib: Option<u64>,
+    pub smp: Option<u32>,
+    /// gdbstub on 127.0.0.1:port.
+    pub gdb_port: Option<u16>,
+    /// Stop the CPU at reset until a debugger continues it.
+    pub halted: bool,
+    /// The console is the user's terminal (QEMU's monitor muxed in: Ctrl-A x quits).
+    pub interactive: bool,
+    pub extra_args: Vec<String>,
+    /// gem5 only: output directory (m5out) and installation.
+    pub outdir: Option<PathBuf>,
+    pub gem5: Option<Gem5Install>,
+    pub disk_image: Option<PathBuf>,
+}
+
+/// Where a gem5 build lives: the binary and the source tree holding configs/.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Gem5Install {
+    pub binary: PathBuf,
+    pub root: PathBuf,
+    pub version: Option<String>,
+}
+
+pub fn command(board: &Board, inputs: &BootInputs) -> CommandSpec {
+    match &board.emulator {
+        Emulator::Qemu(q) => qemu(board, q, inputs),
+        Emulator::Gem5(g) => gem5(board, g, inputs),
+    }
+}
+
+/// The board's command line plus the boot's additions.
+pub fn cmdline(board: &Board, inputs: &BootInputs) -> String {
+    let mut parts: Vec<&str> = board.cmdline.split_whitespace().collect();
+    parts.extend(inputs.append.iter().map(String::as_str));
+    parts.join(" ")
+}
+
+fn path(p: &Option<PathBuf>, placeholder: &str) -> String {
+    p.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| placeholder.to_string())
+}
+
+fn qemu(board: &Board, q: &Qemu, i: &BootInputs) -> CommandSpec {
+    let mut c = CommandSpec::new(&q.binary).args(["-M", &q.machine]);
+    if let Some(cpu) = &q.cpu {
+        c = c.args(["-cpu", cpu]);
+    }
+    let mem = i.memory_mib.unwrap_or(board.memory_mib);
+    c = c.args(["-m".to_string(), format!("{mem}M")]);
+    let smp = i.smp.unwrap_or(q.smp);
+    if smp != 1 {
+        c = c.args(["-smp".to_string(), smp.to_string()]);
+    }
+    // -nodefaults: no NIC, no VGA, no default monitor. -no-reboot: a guest
+    // reboot (panic=-1 after a panic, or the board's reboot-based exit)
+    // ends QEMU instead of looping; verdicts come from the console, never
+    // from QEMU's exit status.
+    c = c.args(["-nographic", "-nodefaults", "-no-user-config", "-no-reboot"]);
+    c = c.args(["-serial", if i.interactive { "mon:stdio" } else { "stdio" }]);
+    c = c.args(["-kernel".to_string(), i.kernel.display().to_string()]);
+    if board.kernel.dtb.is_some() || i.dtb.is_some() {
+        c = c.args(["-dtb".to_string(), path(&i.dtb, "<dtb>")]);
+    }
+    if let Some(initrd) = &i.initrd {
+        c = c.args(["-initrd".to_string(), initrd.display().to_string()]);
+    }
+    c = c.args(["-append".to_string(), cmdline(board, i)]);
+    if let Some(port) = i.gdb_port {
+        // Loopback only: a gdbstub gives full control of the guest.
+        c = c.args(["-gdb".to_string(), format!("tcp:127.0.0.1:{port}")]);
+    }
+    if i.halted {
+        c = c.arg("-S");
+    }
+    c.args(q.extra_args.iter().cloned()).args(i.extra_args.iter().cloned())
+}
+
+fn gem5(board: &Board, g: &Gem5, i: &BootInputs) -> CommandSpec {
+    let outdir = path(&i.outdir, "<outdir>");
+    let (binary, root) = match &i.gem5 {
+        Some(inst) => (inst.binary.display().to_string(), inst.root.display().to_string()),
+        None => (format!("<gem5>/build/{}/gem5.{}", g.isa, g.variant), "<gem5>".to_string()),
+    };
+    let mem = i.memory_mib.unwrap_or(board.memory_mib);
+    let mut vars: BTreeMap<&str, String> = BTreeMap::new();
+    vars.insert("gem5-root", root.clone());
+    vars.insert("outdir", outdir.clone());
+    vars.insert("kernel", i.kernel.display().to_string());
+    vars.insert("initrd", path(&i.initrd, "<initrd>"));
+    vars.insert("dtb", path(&i.dtb, "<dtb>"));
+    vars.insert("disk-image", path(&i.disk_image, "<disk-image>"));
+    vars.insert("memory", format!("{mem}MiB"));
+    vars.insert("cmdline", cmdline(board, i));
+    vars.insert("gdb-port", i.gdb_port.map(|p| p.to_string()).unwrap_or_else(|| "0".into()));
+    let fill = |s: &str| {
+        let mut out = s.to_string();
+        for (k, v) in &vars {
+            out = out.replace(&format!("{{{k}}}"), v);
+        }
+        out
+    };
+    let mut c = CommandSpec::new(binary).arg(format!("--outdir={outdir}"));
+    // The terminal and gdb listeners only open in non-interactive runs with
+    // --listener-mode=on; gem5 binds them to localhost unless told otherwise.
+    c = c.arg("--listener-mode=on");
+    c = c.arg(format!("--remote-gdb-port={}", i.gdb_port.unwrap_or(0)));
+    c = c.arg(format!("{root}/{}", g.script));
+    c = c.args(g.args.iter().map(|a| fill(a)));
+    for (k, v) in &g.env {
+        c = c.env(k.clone(), fill(v));
+    }
+    c.args(i.extra_args.iter().cloned())
+}

@@ -1,0 +1,29 @@
+//! kmatrix builds Linux kernels for several architectures, boots them under
+//! QEMU and gem5, attaches gdb, and reports which combinations work.
+//!
+//! The pipeline, one module per stage:
+//!
+//! 1. [`descriptor`]: TOML descriptors (arches, boards, toolchains, fragments,
+//!    matrix) → a validated [`descriptor::Registry`]. Errors carry file:line:col.
+//! 2. [`plan`]: the matrix → cells with stable ids, builds shared between cells.
+//! 3. [`recipe`]: what a build runs (make argv), [`emulator`]: what a boot
+//!    runs (emulator argv), [`gdb`]: what a debugger runs. Pure functions of
+//!    the model, so `kmatrix show` prints exactly what would run.
+//! 4. [`host`]: tools the host needs and the Debian packages that provide them.
+//!
+//! Glossary: *arch* is a CPU architecture descriptor (`aarch64`), `kernel-arch`
+//! is kbuild's `ARCH=` (`arm64`), *triple* is a GNU target triple; a *board*
+//! is one emulated machine; a *cell* is one (board, toolchain, kernel, config)
+//! combination of the matrix.
+
+pub mod cache;
+pub mod cli;
+pub mod command;
+pub mod descriptor;
+pub mod emulator;
+pub mod error;
+pub mod gdb;
+pub mod host;
+pub mod kconfig;
+pub mod plan;
+pub mod recipe;

@@ -1,0 +1,191 @@
+//! Planning: the matrix expanded into cells, each with a stable id, and the
+//! kernel builds they share. Nothing runs here; the plan is data that the
+//! runner executes and that `kmatrix plan` prints.
+
+use std::collections::BTreeMap;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::descriptor::{ConfigSpec, Emulator, InitramfsMode, KernelSpec, Matrix, Registry};
+use crate::emulator::Gem5Install;
+use crate::recipe::{self, ConfigInputs};
+
+/// What the planner may ask about the host. Kept as a trait so plans are
+/// testable without the tools installed.
+pub trait Probe {
+    /// Whether the toolchain's compiler for this arch is installed.
+    fn toolchain_installed(&self, toolchain: &str, cc: &str) -> bool;
+    fn gem5(&self, isa: &str, variant: &str) -> Option<Gem5Install>;
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase", tag = "state", content = "reason")]
+pub enum CellState {
+    Pending,
+    Skip(String),
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Cell {
+    pub id: String,
+    pub board: String,
+    pub arch: String,
+    pub toolchain: String,
+    pub kernel: String,
+    pub kernel_version: Option<String>,
+    pub config: String,
+    pub emulator: String,
+    /// Id of the build this cell boots (shared with other cells).
+    pub build: String,
+    pub timeout_secs: u64,
+    #[serde(flatten)]
+    pub state: CellState,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BuildUnit {
+    pub id: String,
+    pub arch: String,
+    pub toolchain: String,
+    pub kernel: KernelSpec,
+    pub config: String,
+    pub inputs: ConfigInputs,
+    /// Union of the make targets of the boards booting it.
+    pub targets: Vec<String>,
+    pub cells: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub schema: u32,
+    pub matrix: String,
+    pub cells: Vec<Cell>,
+    pub builds: Vec<BuildUnit>,
+}
+
+pub const PLAN_SCHEMA: u32 = 1;
+
+pub fn short_hash(value: &impl Serialize) -> String {
+    let json = serde_json::to_vec(value).expect("plan inputs serialise");
+    hex::encode(&Sha256::digest(&json)[..6])
+}
+
+struct Coord<'a> {
+    board: &'a str,
+    toolchain: &'a str,
+    kernel: &'a KernelSpec,
+    config: &'a ConfigSpec,
+}
+
+fn coords<'a>(reg: &'a Registry, m: &'a Matrix) -> Vec<Coord<'a>> {
+    let toolchains: Vec<&str> = m.toolchains.iter().chain(&m.optional_toolchains).map(String::as_str).collect();
+    let mut out: Vec<Coord<'a>> = Vec::new();
+    let excluded = |b: &str, t: &str, k: &str, c: &str| {
+        let arch = &reg.boards[b].arch;
+        m.exclude.iter().any(|r| r.matches(b, arch, t, k, c))
+    };
+    for b in &m.boards {
+        for t in &toolchains {
+            for k in &m.kernels {
+                for c in &m.configs {
+                    if !excluded(b, t, &k.id, &c.id) {
+                        out.push(Coord { board: b, toolchain: t, kernel: k, config: c });
+                    }
+                }
+            }
+        }
+    }
+    // Include rules add combinations beyond the axes: a field names (or globs)
+    // any known id; an absent field takes the axis values.
+    for rule in &m.include {
+        let boards: Vec<&str> = match &rule.board {
+            Some(p) => reg.boards.keys().filter(|b| crate::descriptor::glob(p, b)).map(String::as_str).collect(),
+            None => m.boards.iter().map(String::as_str).collect(),
+        };
+        let tcs: Vec<&str> = match &rule.toolchain {
+            Some(p) => reg.toolchains.keys().filter(|t| crate::descriptor::glob(p, t)).map(String::as_str).collect(),
+            None => toolchains.clone(),
+        };
+        for b in boards {
+            if rule.arch.as_ref().is_some_and(|p| !crate::descriptor::glob(p, &reg.boards[b].arch)) {
+                continue;
+            }
+            for t in &tcs {
+                for k in m.kernels.iter().filter(|k| rule.kernel.as_ref().is_none_or(|p| crate::descriptor::glob(p, &k.id))) {
+                    for c in m.configs.iter().filter(|c| rule.config.as_ref().is_none_or(|p| crate::descriptor::glob(p, &c.id))) {
+                        if !out.iter().any(|x| x.board == b && x.toolchain == *t && x.kernel.id == k.id && x.config.id == c.id) {
+                            out.push(Coord { board: b, toolchain: t, kernel: k, config: c });
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+pub fn plan(reg: &Registry, probe: &dyn Probe) -> Option<Plan> {
+    let m = reg.matrix.as_ref()?;
+    let mut cells = Vec::new();
+    let mut builds: BTreeMap<String, BuildUnit> = BTreeMap::new();
+    for c in coords(reg, m) {
+        let board = &reg.boards[c.board];
+        let arch = &reg.arches[&board.arch];
+        let tc = &reg.toolchains[c.toolchain];
+        let inputs = recipe::config_inputs(reg, arch, board, Some(c.config));
+        let embedded = board.kernel.initramfs == InitramfsMode::Embedded;
+        let build_id = short_hash(&(&c.kernel.source, &arch.id, &tc.id, inputs.identity(), embedded));
+        let id = short_hash(&(c.board, c.toolchain, &c.kernel, &c.config.id, &build_id, &board.emulator, &board.cmdline));
+        let timeout = m
+            .overrides
+            .iter()
+            .rev()
+            .find(|(r, _)| r.matches(c.board, &arch.id, c.toolchain, &c.kernel.id, &c.config.id))
+            .map(|(_, t)| *t)
+            .or(m.timeout)
+            .unwrap_or(board.timeout);
+        let state = match tc.targets.get(&arch.id) {
+            None => CellState::Skip(format!("toolchain `{}` cannot build arch `{}`", tc.id, arch.id)),
+            Some(t) if m.optional_toolchains.contains(&tc.id) && !probe.toolchain_installed(&tc.id, &t.cc) => {
+                CellState::Skip(format!("optional toolchain `{}` not installed (Debian: {})", tc.id, t.packages.join(" ")))
+            }
+            Some(_) => match &board.emulator {
+                Emulator::Gem5(g) if probe.gem5(&g.isa, &g.variant).is_none() => CellState::Skip(format!(
+                    "gem5 not built (run `kmatrix emulator build gem5 --isa {}` or pass --gem5 <binary>)",
+                    g.isa
+                )),
+                _ => CellState::Pending,
+            },
+        };
+        let unit = builds.entry(build_id.clone()).or_insert_with(|| BuildUnit {
+            id: build_id.clone(),
+            arch: arch.id.clone(),
+            toolchain: tc.id.clone(),
+            kernel: c.kernel.clone(),
+            config: c.config.id.clone(),
+            inputs: inputs.clone(),
+            targets: Vec::new(),
+            cells: Vec::new(),
+        });
+        for t in &board.kernel.make_targets {
+            if !unit.targets.contains(t) {
+                unit.targets.push(t.clone());
+            }
+        }
+        unit.cells.push(id.clone());
+        cells.push(Cell {
+            id,
+            board: board.id.clone(),
+            arch: arch.id.clone(),
+            toolchain: tc.id.clone(),
+            kernel: c.kernel.id.clone(),
+            kernel_version: c.kernel.version.clone(),
+            config: c.config.id.clone(),
+            emulator: board.emulator.kind().to_string(),
+            build: build_id,
+            timeout_secs: timeout.as_secs(),
+            state,
+        });
+    }
+    Some(Plan { schema: PLAN_SCHEMA, matrix: m.origin.clone(), cells, builds: builds.into_values().collect() })
+}
