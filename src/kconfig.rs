@@ -118,7 +118,7 @@ pub fn parse_dotconfig(text: &str) -> BTreeMap<String, String> {
 }
 
 /// A requested symbol that olddefconfig changed or dropped.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Mismatch {
     pub symbol: String,
     pub requested: String,

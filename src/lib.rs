@@ -16,6 +16,8 @@
 //! is one emulated machine; a *cell* is one (board, toolchain, kernel, config)
 //! combination of the matrix.
 
+pub mod boot;
+pub mod build;
 pub mod cache;
 pub mod cli;
 pub mod command;
@@ -25,5 +27,8 @@ pub mod error;
 pub mod gdb;
 pub mod host;
 pub mod kconfig;
+pub mod machine;
 pub mod plan;
 pub mod recipe;
+pub mod rootfs;
+pub mod source;

@@ -1,9 +1,13 @@
 //! The command line: argument parsing and dispatch. One file per subcommand,
 //! each a thin layer over the library; errors become exit codes here.
 
+mod boot;
+mod build;
 mod check;
+mod doctor;
 mod list;
 mod plan;
+mod setup;
 mod show;
 
 use std::path::PathBuf;
@@ -43,6 +47,14 @@ pub enum Cmd {
     Show(show::Args),
     /// Expand matrix.toml into cells.
     Plan(plan::Args),
+    /// What the host needs for the selected boards, and what is missing.
+    Doctor(doctor::Args),
+    /// Install what `doctor` finds missing (apt-get).
+    Setup(setup::Args),
+    /// Build a machine's kernel without booting it.
+    Build(build::Args),
+    /// Build (when needed) and boot a kernel: interactive, --check or --cmd.
+    Boot(boot::Args),
 }
 
 /// Shared state of one invocation.
@@ -92,6 +104,8 @@ pub fn select_board<'r>(reg: &'r Registry, arch: Option<&str>, board: Option<&st
 
 pub fn main() -> i32 {
     let cli = Cli::parse();
+    // Install the SIGINT/SIGTERM flag before any child starts.
+    crate::boot::interrupted();
     let ctx = Ctx {
         layers: Layers { dir: Some(cli.dir.clone().unwrap_or_else(|| PathBuf::from("."))), no_builtin: false },
         cache: Cache::new(cli.cache_dir.clone()),
@@ -102,6 +116,10 @@ pub fn main() -> i32 {
         Cmd::List(a) => list::run(&ctx, a),
         Cmd::Show(a) => show::run(&ctx, a),
         Cmd::Plan(a) => plan::run(&ctx, a),
+        Cmd::Doctor(a) => doctor::run(&ctx, a),
+        Cmd::Setup(a) => setup::run(&ctx, a),
+        Cmd::Build(a) => build::run(&ctx, a),
+        Cmd::Boot(a) => boot::run(&ctx, a),
     };
     match result {
         Ok(code) => code,

@@ -32,7 +32,7 @@ impl Diagnostic {
     /// 1-based line and column of the span start (columns count characters).
     pub fn line_col(&self) -> Option<(usize, usize)> {
         let file = self.file.as_ref()?;
-        let start = self.span.as_ref()?.start.min(file.text.len());
+        let start = clamp(self.span.clone()?, &file.text).start;
         let before = &file.text[..start];
         let line = before.matches('\n').count() + 1;
         let col = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
@@ -82,9 +82,21 @@ impl Diagnostic {
     }
 }
 
-/// An empty span renders no caret; widen it to one character.
+/// An empty span renders no caret; widen it to one character. A span at the
+/// very end of the file (a parser error at EOF) lies past the last line and
+/// would render as `file:1:1` with no source: blame the end of the last
+/// non-blank line instead.
 fn clamp(span: Range<usize>, text: &str) -> Range<usize> {
-    let start = span.start.min(text.len());
+    if span.start >= text.len() {
+        let content = text.trim_end();
+        let at = if content.len() < text.len() {
+            content.len()
+        } else {
+            content.char_indices().next_back().map_or(0, |(i, _)| i)
+        };
+        return at..text[at..].chars().next().map_or(at, |c| at + c.len_utf8());
+    }
+    let start = span.start;
     let mut end = span.end.min(text.len()).max(start);
     if end == start {
         end = text[start..].chars().next().map(|c| start + c.len_utf8()).unwrap_or(start);
@@ -193,6 +205,14 @@ mod tests {
         let d = Diagnostic { file: Some(f), span: Some(10..11), message: "m".into(), label: None, help: None };
         assert_eq!(d.line_col(), Some((2, 4)));
         assert!(d.render().contains("x.toml:2:4"), "{}", d.render());
+    }
+
+    #[test]
+    fn span_at_end_of_file_points_at_last_line() {
+        let f = SourceFile { display: "x.toml".into(), text: "a = 1\nb = [2\n\n".into() };
+        let d = Diagnostic { file: Some(f), span: Some(15..15), message: "m".into(), label: None, help: None };
+        assert_eq!(d.line_col(), Some((2, 7)));
+        assert!(d.render().contains("x.toml:2:7"), "{}", d.render());
     }
 
     #[test]

@@ -179,7 +179,9 @@ pub fn load(layers: &Layers) -> Result<Registry, Vec<Diagnostic>> {
 
     // Arch names: ids and aliases must be unique across all arches.
     let mut names: BTreeMap<String, String> = BTreeMap::new();
-    for (id, _, _) in &raw_arches {
+    // Every arch file counts as a name, even one that failed to parse: its own
+    // errors are reported once, not again on each board that names it.
+    for id in files.arches.keys() {
         names.insert(id.clone(), id.clone());
     }
     for (id, file, raw) in &raw_arches {
@@ -214,7 +216,8 @@ pub fn load(layers: &Layers) -> Result<Registry, Vec<Diagnostic>> {
     }
 
     let mut boards = BTreeMap::new();
-    let fragment_ids: Vec<String> = fragments.keys().cloned().collect();
+    // Fragment files with errors still exist: no second "unknown fragment".
+    let fragment_ids: Vec<String> = files.fragments.keys().cloned().collect();
     for (id, file, raw) in raw_boards {
         if let Some(b) = resolve_board(&id, &file, raw, &arches, &resolve_arch_name, &fragment_ids, &mut d) {
             boards.insert(id, b);
@@ -564,7 +567,8 @@ fn resolve_board(
     if d.items.len() != before {
         return None;
     }
-    let arch = &arches[arch_id.as_ref()?];
+    // An arch that failed its own validation has already been reported.
+    let arch = arches.get(arch_id.as_ref()?)?;
     Some(Board {
         id: id.to_string(),
         origin: file.display.clone(),

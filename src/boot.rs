@@ -1,0 +1,447 @@
+//! Running one boot and judging it from the console.
+//!
+//! The verdict never rests on the emulator's exit status: with `panic=-1`
+//! and `-no-reboot` a panicking kernel makes QEMU exit 0 exactly like a
+//! clean poweroff. PASS needs this boot's own markers from kmatrix's init
+//! (carrying a per-boot nonce); a panic, an oops, a silent console or an
+//! overall timeout each give their own outcome. The emulator runs in its own
+//! process group, which is killed as a whole when the boot ends.
+
+use std::io::{Read, Write};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use regex::Regex;
+use serde::Serialize;
+
+use crate::command::CommandSpec;
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "outcome")]
+pub enum Outcome {
+    Pass,
+    /// The init ran but a command it ran failed.
+    CmdFail { failed: Vec<usize> },
+    /// The emulator ended without this boot's marker.
+    BootFail { reason: String },
+    Panic { line: String },
+    Oops { line: String },
+    Timeout { reason: String },
+}
+
+impl Outcome {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Outcome::Pass => "pass",
+            Outcome::CmdFail { .. } => "cmd-fail",
+            Outcome::BootFail { .. } => "boot-fail",
+            Outcome::Panic { .. } => "panic",
+            Outcome::Oops { .. } => "oops",
+            Outcome::Timeout { .. } => "timeout",
+        }
+    }
+    pub fn passed(&self) -> bool {
+        matches!(self, Outcome::Pass)
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CmdResult {
+    pub index: usize,
+    pub status: i32,
+    pub output: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BootResult {
+    pub outcome: Outcome,
+    /// From spawn to the boot marker.
+    pub boot_to_marker: Option<Duration>,
+    pub total: Duration,
+    pub log: PathBuf,
+    pub cmds: Vec<CmdResult>,
+    pub warnings: Vec<String>,
+    pub exit_status: Option<i32>,
+    pub uname: Option<String>,
+}
+
+pub struct BootSpec {
+    pub command: CommandSpec,
+    pub nonce: String,
+    pub timeout: Duration,
+    /// Kill when the console stays silent this long (None: never).
+    pub no_output_timeout: Option<Duration>,
+    pub log: PathBuf,
+    /// Echo the console to stdout as it arrives.
+    pub echo: bool,
+}
+
+/// Console-line patterns (LAVA's and syzkaller's kernel message starts).
+struct Patterns {
+    panic: Regex,
+    oops: Regex,
+    warning: Regex,
+}
+
+impl Patterns {
+    fn new() -> Self {
+        Patterns {
+            panic: Regex::new(r"Kernel panic - not syncing|PANIC: double fault").expect("valid"),
+            oops: Regex::new(r"Oops(?: -|:)|kernel BUG at|\bBUG: |Unable to handle kernel|general protection fault|Internal error: |Unhandled fault: ").expect("valid"),
+            warning: Regex::new(r"WARNING: (?:CPU|at) ").expect("valid"),
+        }
+    }
+}
+
+/// Set by SIGINT/SIGTERM: every wait loop checks it and cleans up.
+pub fn interrupted() -> &'static Arc<AtomicBool> {
+    static FLAG: std::sync::OnceLock<Arc<AtomicBool>> = std::sync::OnceLock::new();
+    FLAG.get_or_init(|| {
+        let f = Arc::new(AtomicBool::new(false));
+        for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+            let _ = signal_hook::flag::register(sig, f.clone());
+        }
+        f
+    })
+}
+
+/// Spawns in a new process group; the child dies with kmatrix (PDEATHSIG).
+pub fn spawn_group(cmd: &CommandSpec, stdout: Stdio, stdin: Stdio) -> Result<Child> {
+    let mut c = cmd.to_command();
+    c.stdout(stdout).stderr(Stdio::piped()).stdin(stdin).process_group(0);
+    // SAFETY: prctl is async-signal-safe and touches only the child.
+    unsafe {
+        c.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    c.spawn().map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => Error::MissingTool { tool: cmd.program.clone(), package: None },
+        _ => Error::Io { context: format!("cannot start {}", cmd.program), source: e },
+    })
+}
+
+/// SIGTERM to the group, then SIGKILL after a grace period.
+pub fn kill_group(child: &mut Child, grace: Duration) -> Option<i32> {
+    let pgid = child.id() as i32;
+    // SAFETY: signalling our own child's process group.
+    unsafe { libc::kill(-pgid, libc::SIGTERM) };
+    let t = Instant::now();
+    while t.elapsed() < grace {
+        if let Ok(Some(st)) = child.try_wait() {
+            unsafe { libc::kill(-pgid, libc::SIGKILL) };
+            return st.code();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    unsafe { libc::kill(-pgid, libc::SIGKILL) };
+    child.wait().ok().and_then(|s| s.code())
+}
+
+/// What the console has shown so far.
+struct Console {
+    start: Instant,
+    pats: Patterns,
+    ok_marker: String,
+    done_marker: String,
+    begin_re: Regex,
+    end_re: Regex,
+    marker_at: Option<Duration>,
+    done: bool,
+    panic_line: Option<String>,
+    oops_line: Option<String>,
+    warnings: Vec<String>,
+    cmds: Vec<CmdResult>,
+    current: Option<CmdResult>,
+    uname: Option<String>,
+}
+
+impl Console {
+    fn new(nonce: &str, start: Instant) -> Self {
+        let n = regex::escape(nonce);
+        Console {
+            start,
+            pats: Patterns::new(),
+            ok_marker: format!("KMATRIX-BOOT-OK nonce={nonce}"),
+            done_marker: format!("KMATRIX-DONE nonce={nonce}"),
+            begin_re: Regex::new(&format!(r"KMATRIX-CMD-BEGIN (\d+) nonce={n}")).expect("valid"),
+            end_re: Regex::new(&format!(r"KMATRIX-CMD-END (\d+) status=(-?\d+) nonce={n}")).expect("valid"),
+            marker_at: None,
+            done: false,
+            panic_line: None,
+            oops_line: None,
+            warnings: Vec::new(),
+            cmds: Vec::new(),
+            current: None,
+            uname: None,
+        }
+    }
+
+    fn line(&mut self, l: &str) {
+        if l.contains(&self.ok_marker) {
+            if self.marker_at.is_none() {
+                self.marker_at = Some(self.start.elapsed());
+                self.uname = l.split_once("machine=").map(|(_, r)| r.to_string());
+            }
+        } else if l.contains(&self.done_marker) {
+            self.done = true;
+        } else if let Some(c) = self.begin_re.captures(l) {
+            self.current = Some(CmdResult { index: c[1].parse().unwrap_or(0), status: -1, output: String::new() });
+        } else if let Some(c) = self.end_re.captures(l) {
+            if let Some(mut cur) = self.current.take() {
+                cur.status = c[2].parse().unwrap_or(-1);
+                // init.c prints a newline before the END marker.
+                if cur.output.ends_with('\n') {
+                    cur.output.pop();
+                }
+                self.cmds.push(cur);
+            }
+        } else if let Some(cur) = self.current.as_mut() {
+            cur.output.push_str(l);
+            cur.output.push('\n');
+        }
+        if self.panic_line.is_none() && self.pats.panic.is_match(l) {
+            self.panic_line = Some(l.trim().to_string());
+        } else if self.oops_line.is_none() && self.pats.oops.is_match(l) && !l.contains("KMATRIX-") {
+            self.oops_line = Some(l.trim().to_string());
+        } else if self.pats.warning.is_match(l) && self.warnings.len() < 20 {
+            self.warnings.push(l.trim().to_string());
+        }
+    }
+}
+
+enum Chunk {
+    Out(Vec<u8>),
+    Err(Vec<u8>),
+    Eof,
+}
+
+pub fn run(spec: &BootSpec) -> Result<BootResult> {
+    let interrupted = interrupted();
+    if let Some(dir) = spec.log.parent() {
+        std::fs::create_dir_all(dir).map_err(Error::io(format!("cannot create {}", dir.display())))?;
+    }
+    let mut log = std::fs::File::create(&spec.log).map_err(Error::io(format!("cannot create {}", spec.log.display())))?;
+    let _ = writeln!(log, "# {}", spec.command);
+    let start = Instant::now();
+    let mut child = spawn_group(&spec.command, Stdio::piped(), Stdio::null())?;
+    let (tx, rx) = mpsc::channel();
+    for (stream, is_err) in [
+        (Box::new(child.stdout.take().expect("piped")) as Box<dyn Read + Send>, false),
+        (Box::new(child.stderr.take().expect("piped")) as Box<dyn Read + Send>, true),
+    ] {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            let mut s = stream;
+            let mut buf = [0u8; 8192];
+            loop {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => {
+                        let _ = tx.send(Chunk::Eof);
+                        return;
+                    }
+                    Ok(n) => {
+                        let v = buf[..n].to_vec();
+                        let _ = tx.send(if is_err { Chunk::Err(v) } else { Chunk::Out(v) });
+                    }
+                }
+            }
+        });
+    }
+    drop(tx);
+
+    let mut con = Console::new(&spec.nonce, start);
+    let mut line = Vec::<u8>::new();
+    let mut last_output = Instant::now();
+    let mut eofs = 0;
+    let mut timeout: Option<String> = None;
+    let mut done_at: Option<Instant> = None;
+    let mut panic_at: Option<Instant> = None;
+    let exit_status;
+
+    let feed = |bytes: &[u8], line: &mut Vec<u8>, con: &mut Console, log: &mut std::fs::File| {
+        let _ = log.write_all(bytes);
+        if spec.echo {
+            let _ = std::io::stdout().write_all(bytes);
+            let _ = std::io::stdout().flush();
+        }
+        for &b in bytes {
+            if b == b'\n' {
+                con.line(String::from_utf8_lossy(line).trim_end_matches('\r'));
+                line.clear();
+            } else if line.len() < 64 * 1024 {
+                // A line longer than this is noise; the bound keeps memory flat.
+                line.push(b);
+            }
+        }
+    };
+
+    loop {
+        match rx.recv_timeout(Duration::from_millis(50)) {
+            Ok(Chunk::Out(bytes)) | Ok(Chunk::Err(bytes)) => {
+                last_output = Instant::now();
+                feed(&bytes, &mut line, &mut con, &mut log);
+            }
+            Ok(Chunk::Eof) => eofs += 1,
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => eofs = 2,
+        }
+        if let Ok(Some(st)) = child.try_wait() {
+            // The emulator is gone: drain the pipes, then judge.
+            while eofs < 2 {
+                match rx.recv_timeout(Duration::from_millis(500)) {
+                    Ok(Chunk::Out(b)) | Ok(Chunk::Err(b)) => feed(&b, &mut line, &mut con, &mut log),
+                    Ok(Chunk::Eof) => eofs += 1,
+                    Err(_) => break,
+                }
+            }
+            if !line.is_empty() {
+                con.line(String::from_utf8_lossy(&line).trim_end_matches('\r'));
+            }
+            exit_status = st.code();
+            break;
+        }
+        let now = Instant::now();
+        if con.panic_line.is_some() && panic_at.is_none() {
+            panic_at = Some(now);
+        }
+        if con.done && done_at.is_none() {
+            done_at = Some(now);
+        }
+        // After a panic keep a moment of trace, then stop the machine.
+        if panic_at.is_some_and(|t| now.duration_since(t) > Duration::from_millis(500)) {
+            exit_status = kill_group(&mut child, Duration::from_millis(500));
+            break;
+        }
+        // The guest said it is done but the machine keeps running.
+        if done_at.is_some_and(|t| now.duration_since(t) > Duration::from_secs(10)) {
+            con.warnings.push("the machine did not stop after the init finished; killed".into());
+            exit_status = kill_group(&mut child, Duration::from_millis(500));
+            break;
+        }
+        if now.duration_since(start) > spec.timeout {
+            timeout = Some(format!("no result within {}s", spec.timeout.as_secs()));
+            exit_status = kill_group(&mut child, Duration::from_secs(1));
+            break;
+        }
+        if let Some(n) = spec.no_output_timeout {
+            if now.duration_since(last_output) > n {
+                timeout = Some(format!("console silent for {}s", n.as_secs()));
+                exit_status = kill_group(&mut child, Duration::from_secs(1));
+                break;
+            }
+        }
+        if interrupted.load(Ordering::Relaxed) {
+            kill_group(&mut child, Duration::from_secs(1));
+            return Err(Error::Interrupted);
+        }
+    }
+    let total = start.elapsed();
+    let _ = writeln!(log, "\n# kmatrix: emulator exit status {exit_status:?} after {:.2}s", total.as_secs_f64());
+
+    let Console { panic_line, oops_line, marker_at, done, cmds, warnings, uname, .. } = con;
+    let outcome = if let Some(l) = panic_line {
+        Outcome::Panic { line: l }
+    } else if let Some(l) = oops_line {
+        Outcome::Oops { line: l }
+    } else if let Some(r) = timeout {
+        Outcome::Timeout { reason: if marker_at.is_some() { format!("{r} (after the boot marker)") } else { r } }
+    } else if !done {
+        Outcome::BootFail {
+            reason: match marker_at {
+                Some(_) => format!("the init did not finish (emulator exit status {exit_status:?})"),
+                None => format!("no boot marker; emulator exited with status {}", exit_status.map(|c| c.to_string()).unwrap_or_else(|| "unknown".into())),
+            },
+        }
+    } else {
+        let failed: Vec<usize> = cmds.iter().filter(|c| c.status != 0).map(|c| c.index).collect();
+        if failed.is_empty() { Outcome::Pass } else { Outcome::CmdFail { failed } }
+    };
+    Ok(BootResult { outcome, boot_to_marker: marker_at, total, log: spec.log.clone(), cmds, warnings, exit_status, uname })
+}
+
+/// Runs the emulator on the user's terminal (interactive console).
+pub fn run_interactive(cmd: &CommandSpec) -> Result<i32> {
+    let mut c = cmd.to_command();
+    let st = c.status().map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => Error::MissingTool { tool: cmd.program.clone(), package: None },
+        _ => Error::Io { context: format!("cannot start {}", cmd.program), source: e },
+    })?;
+    Ok(st.code().unwrap_or(1))
+}
+
+/// A random nonce for markers.
+pub fn nonce() -> String {
+    let mut b = [0u8; 8];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        let _ = f.read_exact(&mut b);
+    }
+    hex::encode(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sh(script: &str, timeout: u64, silent: Option<u64>) -> BootResult {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = BootSpec {
+            command: CommandSpec::new("sh").arg("-c").arg(script),
+            nonce: "abc".into(),
+            timeout: Duration::from_secs(timeout),
+            no_output_timeout: silent.map(Duration::from_secs),
+            log: dir.path().join("console.log"),
+            echo: false,
+        };
+        let r = run(&spec).unwrap();
+        std::mem::forget(dir);
+        r
+    }
+
+    #[test]
+    fn marker_and_done_pass() {
+        let r = sh("echo 'KMATRIX-BOOT-OK nonce=abc machine=x86_64 release=6.1'; echo 'KMATRIX-CMD-BEGIN 0 nonce=abc'; echo hi; echo; echo 'KMATRIX-CMD-END 0 status=0 nonce=abc'; echo 'KMATRIX-DONE nonce=abc'", 10, None);
+        assert_eq!(r.outcome, Outcome::Pass);
+        assert_eq!(r.cmds[0].output, "hi\n");
+        assert!(r.boot_to_marker.is_some());
+    }
+
+    #[test]
+    fn exit_zero_without_marker_is_not_a_pass() {
+        let r = sh("echo booting; exit 0", 10, None);
+        assert!(matches!(r.outcome, Outcome::BootFail { .. }), "{:?}", r.outcome);
+    }
+
+    #[test]
+    fn stale_marker_with_wrong_nonce_is_not_a_pass() {
+        let r = sh("echo 'KMATRIX-BOOT-OK nonce=old'; echo 'KMATRIX-DONE nonce=old'", 10, None);
+        assert!(matches!(r.outcome, Outcome::BootFail { .. }), "{:?}", r.outcome);
+    }
+
+    #[test]
+    fn panic_is_classified_and_killed_fast() {
+        let t = Instant::now();
+        let r = sh("echo '[ 1.0] Kernel panic - not syncing: No working init found.'; sleep 30", 60, None);
+        assert_eq!(r.outcome, Outcome::Panic { line: "[ 1.0] Kernel panic - not syncing: No working init found.".into() });
+        assert!(t.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn silent_console_is_a_timeout() {
+        let r = sh("echo 'KMATRIX-BOOT-OK nonce=abc machine=x'; sleep 30", 60, Some(1));
+        assert!(matches!(&r.outcome, Outcome::Timeout { reason } if reason.contains("silent")), "{:?}", r.outcome);
+    }
+
+    #[test]
+    fn failed_command_is_reported() {
+        let r = sh("echo 'KMATRIX-BOOT-OK nonce=abc machine=x'; echo 'KMATRIX-CMD-BEGIN 0 nonce=abc'; echo 'KMATRIX-CMD-END 0 status=3 nonce=abc'; echo 'KMATRIX-DONE nonce=abc'", 10, None);
+        assert_eq!(r.outcome, Outcome::CmdFail { failed: vec![0] });
+    }
+}

@@ -1,0 +1,310 @@
+//! Kernel builds: configure, check the config, compile out of tree, record
+//! the artefacts.
+//!
+//! Two cache levels make a warm run spawn no make at all:
+//! - `configs/<input-key>.json` maps the config *inputs* (source hash, arch,
+//!   toolchain identity, base, fragments) to the build key;
+//! - `builds/<build-key>/` is keyed by sha256 of (source, final .config,
+//!   toolchain identity, make variables) and holds `manifest.json` once a
+//!   build of every requested target completed.
+//!
+//! A build that fails keeps its tree (the next attempt is incremental) and
+//! records its first error lines; it never writes a manifest.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::cache::{write_atomic, Cache};
+use crate::command::CommandSpec;
+use crate::descriptor::{Arch, Board, Toolchain};
+use crate::error::{Error, Result};
+use crate::kconfig::{self, Mismatch};
+use crate::recipe::{self, ConfigInputs, Paths};
+use crate::source::Source;
+
+/// Bumped when the layout or meaning of cached builds changes.
+const CACHE_SCHEMA: u32 = 1;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Manifest {
+    pub schema: u32,
+    pub key: String,
+    pub dir: PathBuf,
+    pub arch: String,
+    pub toolchain: String,
+    pub toolchain_version: String,
+    pub source: String,
+    pub targets: Vec<String>,
+    pub image: PathBuf,
+    pub vmlinux: PathBuf,
+    pub dtb: Option<PathBuf>,
+    pub system_map: PathBuf,
+    pub config: PathBuf,
+    pub build_log: PathBuf,
+    pub build_seconds: f64,
+    pub config_warnings: Vec<Mismatch>,
+}
+
+/// How a build ended. Failures are outcomes, not errors.
+#[derive(Debug, Clone)]
+pub enum BuildOutcome {
+    Built { manifest: Manifest, reused: bool },
+    /// olddefconfig dropped or changed requested symbols.
+    ConfigMismatch { mismatches: Vec<Mismatch>, config: PathBuf },
+    /// make failed: the log and its first error lines.
+    Failed { log: PathBuf, errors: Vec<String>, step: String },
+}
+
+pub struct Request<'a> {
+    pub arch: &'a Arch,
+    pub board: &'a Board,
+    pub toolchain: &'a Toolchain,
+    pub inputs: ConfigInputs,
+    pub source: &'a Source,
+    /// Let olddefconfig drop requested symbols with only a warning.
+    pub allow_config_mismatch: bool,
+}
+
+/// First line of `<tool> --version`: part of every cache key, so a
+/// compiler upgrade rebuilds.
+pub fn tool_version(tool: &Path, args: &[String]) -> String {
+    Command::new(tool)
+        .args(args)
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or("").trim().to_string())
+        .unwrap_or_default()
+}
+
+fn sha(parts: &impl Serialize) -> String {
+    hex::encode(Sha256::digest(serde_json::to_vec(parts).expect("serialises")))
+}
+
+/// Lines of a build log that look like the cause of a failure
+/// (tuxmake's patterns), first ones first.
+pub fn first_errors(log: &str, max: usize) -> Vec<String> {
+    const PATTERNS: &[&str] = &[
+        "error:",
+        "compiler lacks",
+        "no configuration exists",
+        "not found",
+        "no such file or directory",
+        "no rule to make target",
+        "undefined reference to",
+        "*** ",
+    ];
+    log.lines()
+        .filter(|l| {
+            let low = l.to_ascii_lowercase();
+            PATTERNS.iter().any(|p| low.contains(p))
+        })
+        .take(max)
+        .map(|l| l.trim().to_string())
+        .collect()
+}
+
+/// Runs one command with output appended to `log`; stdout/stderr lines also
+/// go to `echo` (progress). The make jobserver is passed when given.
+fn run_logged(cmd: &CommandSpec, log: &Path, jobs: Option<&jobserver::Client>, echo: &dyn Fn(&str)) -> Result<bool> {
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(log).map_err(Error::io(format!("cannot open {}", log.display())))?;
+    writeln!(f, "$ {cmd}").map_err(Error::io("cannot write the build log"))?;
+    let mut c = cmd.to_command();
+    c.stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null());
+    if let Some(j) = jobs {
+        j.configure_make(&mut c);
+    }
+    let mut child = c.spawn().map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => Error::MissingTool { tool: cmd.program.clone(), package: None },
+        _ => Error::Io { context: format!("cannot run {}", cmd.program), source: e },
+    })?;
+    // make's own slot: the jobserver grants it tokens beyond the first.
+    let token = jobs.map(|j| j.acquire()).transpose().map_err(Error::io("jobserver"))?;
+    let stderr = child.stderr.take().expect("piped");
+    let log2 = log.to_path_buf();
+    let errt = std::thread::spawn(move || {
+        let mut f = std::fs::OpenOptions::new().append(true).open(log2).ok();
+        for line in BufReader::new(stderr).lines().map_while(|l| l.ok()) {
+            if let Some(f) = f.as_mut() {
+                let _ = writeln!(f, "{line}");
+            }
+        }
+    });
+    for line in BufReader::new(child.stdout.take().expect("piped")).lines().map_while(|l| l.ok()) {
+        let _ = writeln!(f, "{line}");
+        echo(&line);
+    }
+    let _ = errt.join();
+    let st = child.wait().map_err(Error::io("cannot wait for make"))?;
+    drop(token);
+    writeln!(f, "# exit: {st}").map_err(Error::io("cannot write the build log"))?;
+    Ok(st.success())
+}
+
+pub fn build(cache: &Cache, req: &Request, jobs: &jobserver::Client, echo: &dyn Fn(&str)) -> Result<BuildOutcome> {
+    let arch = req.arch;
+    let tc = req.toolchain;
+    let target = tc.targets.get(&arch.id).ok_or_else(|| Error::Usage(format!("toolchain `{}` cannot build arch `{}`", tc.id, arch.id)))?;
+    let cc = crate::host::which(&target.cc).ok_or_else(|| Error::MissingTool { tool: target.cc.clone(), package: target.packages.first().cloned() })?;
+    let version = tool_version(&cc, &tc.version_args);
+    let ccache = crate::host::which("ccache").is_some();
+    let vars = recipe::make_vars(arch, tc, false);
+    let input_key = sha(&(CACHE_SCHEMA, &req.source.hash, &arch.id, &version, &vars, req.inputs.identity(), req.allow_config_mismatch));
+
+    let configs = cache.dir("configs")?;
+    let builds = cache.dir("builds")?;
+    let memo = configs.join(format!("{}.json", &input_key[..32]));
+    let mut base_targets = req.board.kernel.make_targets.clone();
+    if !base_targets.iter().any(|t| t == "vmlinux") {
+        base_targets.push("vmlinux".into());
+    }
+
+    // Warm path: inputs seen before and their build complete.
+    if !req.source.mutable {
+        if let Some(key) = std::fs::read_to_string(&memo).ok().and_then(|s| serde_json::from_str::<String>(&s).ok()) {
+            if let Some(m) = read_manifest(&builds.join(&key)) {
+                if base_targets.iter().all(|t| m.targets.contains(t)) {
+                    return Ok(BuildOutcome::Built { manifest: m, reused: true });
+                }
+            }
+        }
+    }
+
+    // Configure in a staging directory; the final .config names the build.
+    let stage = tempfile::Builder::new().prefix("stage-").tempdir_in(&builds).map_err(Error::io("cannot create a staging directory"))?;
+    let paths = Paths { source: req.source.dir.clone(), build: stage.path().to_path_buf() };
+    let r = recipe::recipe(&paths, arch, tc, &req.inputs, &base_targets, ccache, &req.source.timestamp);
+    let log = stage.path().join("config.log");
+    for (i, f) in req.inputs.fragments.iter().enumerate() {
+        let p = paths.fragment_file(i, f);
+        std::fs::create_dir_all(p.parent().expect("has parent")).map_err(Error::io("cannot create the fragment directory"))?;
+        std::fs::write(&p, f.to_file_text()).map_err(Error::io(format!("cannot write {}", p.display())))?;
+    }
+    if let Some(base) = &r.base_file {
+        std::fs::copy(base, stage.path().join(".config")).map_err(Error::io(format!("cannot read config base {}", base.display())))?;
+    }
+    echo(&format!("configuring ({} fragments)", req.inputs.fragments.len()));
+    for step in &r.configure {
+        if !run_logged(step, &log, None, &|_| {})? {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let kept = keep_failed(stage, &builds, "config")?;
+            return Ok(BuildOutcome::Failed { log: kept.join("config.log"), errors: first_errors(&text, 10), step: "configure".into() });
+        }
+    }
+    let config_text = std::fs::read_to_string(stage.path().join(".config")).map_err(Error::io("cannot read the final .config"))?;
+    let final_config = kconfig::parse_dotconfig(&config_text);
+    let mismatches: Vec<Mismatch> = kconfig::check(&req.inputs.fragments, &final_config)
+        .into_iter()
+        .filter(|m| !req.inputs.allow_missing.contains(&m.symbol))
+        .collect();
+    if !mismatches.is_empty() && !req.allow_config_mismatch {
+        let kept = keep_failed(stage, &builds, "config")?;
+        return Ok(BuildOutcome::ConfigMismatch { mismatches, config: kept.join(".config") });
+    }
+
+    let key = sha(&(CACHE_SCHEMA, &req.source.hash, &config_text, &version, &vars))[..32].to_string();
+    let dir = builds.join(&key);
+    if dir.join(".config").is_file() {
+        // Same config built (or started) before: make continues there.
+        drop(stage);
+    } else {
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(Error::io(format!("cannot clear {}", dir.display())))?;
+        }
+        let kept = stage.keep();
+        std::fs::rename(&kept, &dir).map_err(Error::io(format!("cannot move the build into {}", dir.display())))?;
+    }
+    write_atomic(&memo, serde_json::to_string(&key).expect("serialises").as_bytes())?;
+
+    if let Some(m) = read_manifest(&dir) {
+        if base_targets.iter().all(|t| m.targets.contains(t)) && !req.source.mutable {
+            return Ok(BuildOutcome::Built { manifest: m, reused: true });
+        }
+    }
+    let mut targets = base_targets.clone();
+    if final_config.get("CONFIG_GDB_SCRIPTS").map(String::as_str) == Some("y") {
+        targets.push("scripts_gdb".into());
+    }
+    let paths = Paths { source: req.source.dir.clone(), build: dir.clone() };
+    let r = recipe::recipe(&paths, arch, tc, &req.inputs, &targets, ccache, &req.source.timestamp);
+    let log = dir.join("build.log");
+    let _ = std::fs::remove_file(&log);
+    echo(&format!("building {} in {}", targets.join(" "), dir.display()));
+    let t0 = Instant::now();
+    let ok = run_logged(&r.build, &log, Some(jobs), echo)?;
+    let secs = t0.elapsed().as_secs_f64();
+    if !ok {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        return Ok(BuildOutcome::Failed { errors: first_errors(&text, 10), log, step: "build".into() });
+    }
+    let image = dir.join(&req.board.kernel.image);
+    if !image.is_file() {
+        return Ok(BuildOutcome::Failed { errors: vec![format!("make succeeded but {} is missing", image.display())], log, step: "build".into() });
+    }
+    let m = Manifest {
+        schema: CACHE_SCHEMA,
+        key,
+        arch: arch.id.clone(),
+        toolchain: tc.id.clone(),
+        toolchain_version: version,
+        source: req.source.label.clone(),
+        targets,
+        image,
+        vmlinux: dir.join("vmlinux"),
+        dtb: req.board.kernel.dtb.as_ref().map(|d| dir.join(d)),
+        system_map: dir.join("System.map"),
+        config: dir.join(".config"),
+        build_log: log,
+        build_seconds: secs,
+        config_warnings: mismatches,
+        dir: dir.clone(),
+    };
+    write_atomic(&dir.join("manifest.json"), serde_json::to_string_pretty(&m).expect("serialises").as_bytes())?;
+    Ok(BuildOutcome::Built { manifest: m, reused: false })
+}
+
+fn read_manifest(dir: &Path) -> Option<Manifest> {
+    let m: Manifest = serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).ok()?).ok()?;
+    (m.schema == CACHE_SCHEMA && m.image.is_file()).then_some(m)
+}
+
+/// Keeps a failed staging tree for inspection under builds/failed-<what>-*.
+fn keep_failed(stage: tempfile::TempDir, builds: &Path, what: &str) -> Result<PathBuf> {
+    let kept = stage.keep();
+    let name = kept.file_name().and_then(|n| n.to_str()).unwrap_or("x").trim_start_matches("stage-").to_string();
+    let dest = builds.join(format!("failed-{what}-{name}"));
+    std::fs::rename(&kept, &dest).map_err(Error::io("cannot keep the failed build"))?;
+    Ok(dest)
+}
+
+/// Summary of `manifest` artefacts for printing.
+pub fn artefacts(m: &Manifest) -> BTreeMap<&'static str, String> {
+    let mut a = BTreeMap::new();
+    a.insert("image", m.image.display().to_string());
+    a.insert("vmlinux", m.vmlinux.display().to_string());
+    if let Some(d) = &m.dtb {
+        a.insert("dtb", d.display().to_string());
+    }
+    a.insert("System.map", m.system_map.display().to_string());
+    a.insert(".config", m.config.display().to_string());
+    a.insert("build log", m.build_log.display().to_string());
+    a
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_errors_finds_compiler_errors() {
+        let log = "  CC init/main.o\ninit/main.c:3:1: error: expected ';'\nmake[2]: *** [x] Error 1\nok\n";
+        let e = first_errors(log, 5);
+        assert_eq!(e.len(), 2);
+        assert!(e[0].contains("error: expected"));
+    }
+}

@@ -1,0 +1,173 @@
+//! `kmatrix boot`: build (when needed) and boot a kernel; `--check` gives a
+//! verdict, `--cmd` runs commands in the guest, otherwise the console is
+//! the terminal.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::boot::{self, BootSpec, Outcome};
+use crate::build::BuildOutcome;
+use crate::cli::build::{progress, report_failure, say, BuildArgs};
+use crate::cli::{select_board, Ctx};
+use crate::descriptor::{Emulator, InitramfsMode};
+use crate::emulator::{self, BootInputs};
+use crate::error::{exit, Error, Result};
+use crate::machine;
+use crate::rootfs::{busybox, image, init};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub build: BuildArgs,
+    /// Boot non-interactively and print a verdict (exit 0 pass, 1 kernel failure, 2 kmatrix error).
+    #[arg(long)]
+    pub check: bool,
+    /// Run a shell command in the guest and print its output and exit status (repeatable).
+    #[arg(long = "cmd", value_name = "COMMAND")]
+    pub cmds: Vec<String>,
+    /// Extra kernel command-line words.
+    #[arg(long, value_name = "ARGS")]
+    pub append: Vec<String>,
+    /// Use this static binary as /init instead of kmatrix's.
+    #[arg(long, value_name = "FILE")]
+    pub init: Option<PathBuf>,
+    /// A static busybox for the guest (default: Debian's busybox-static for the arch).
+    #[arg(long, value_name = "FILE")]
+    pub busybox: Option<PathBuf>,
+    /// Guest memory in MiB.
+    #[arg(long, value_name = "MIB")]
+    pub memory: Option<u64>,
+    #[arg(long)]
+    pub smp: Option<u32>,
+    /// Extra emulator argument (repeatable; passed as one argv word each).
+    #[arg(long = "emu-arg", value_name = "ARG", allow_hyphen_values = true)]
+    pub emu_args: Vec<String>,
+    /// Overall boot timeout in seconds (default: the board's).
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<u64>,
+    /// Fail when the console is silent this long (seconds; 0 disables).
+    #[arg(long, value_name = "SECS", default_value = "60")]
+    pub no_output_timeout: u64,
+    /// Show the guest console while checking.
+    #[arg(long)]
+    pub console: bool,
+    /// Print make's output while building.
+    #[arg(long, short)]
+    pub verbose: bool,
+}
+
+pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
+    let reg = ctx.registry()?;
+    let board = select_board(&reg, a.build.arch.as_deref(), a.build.board.as_deref())?;
+    let arch = &reg.arches[&board.arch];
+    let opts = a.build.options()?;
+    let tc = &reg.toolchains[&opts.toolchain];
+    let interactive = !a.check && a.cmds.is_empty();
+    let gem5 = match &board.emulator {
+        Emulator::Gem5(g) => Some(ctx.gem5_install(&g.isa, &g.variant).ok_or_else(|| {
+            Error::Infra(format!("gem5 not built: run `kmatrix emulator build gem5 --isa {}` or pass --gem5 <binary>", g.isa))
+        })?),
+        Emulator::Qemu(_) => None,
+    };
+    if board.kernel.initramfs == InitramfsMode::Embedded {
+        return Err(Error::Usage(format!("board `{}` links the initramfs into the kernel; that boot path arrives with the gem5 work", board.id)));
+    }
+
+    let manifest = match machine::build(&ctx.cache, &reg, board, &opts, &progress(a.verbose))? {
+        BuildOutcome::Built { manifest, reused } => {
+            if !reused {
+                say(&format!("built in {:.0}s: {}", manifest.build_seconds, manifest.dir.display()));
+            }
+            manifest
+        }
+        other => return Ok(report_failure(&other)),
+    };
+
+    // The rootfs: kmatrix's init, plus busybox when a shell is wanted.
+    let init_bin = match &a.init {
+        Some(p) => p.clone(),
+        None => init::build(&ctx.cache, arch, tc)?,
+    };
+    let needs_shell = interactive || !a.cmds.is_empty();
+    let bb = if needs_shell {
+        match busybox::locate(&ctx.cache, arch, a.busybox.as_deref()) {
+            Ok(p) => Some(p),
+            Err(e) if !interactive => {
+                say(&format!("no busybox ({e}); commands run without a shell"));
+                None
+            }
+            Err(e) => return Err(e),
+        }
+    } else {
+        None
+    };
+    let nonce = boot::nonce();
+    let run_dir = ctx.cache.dir("runs")?.join(format!("{}-{}", stamp(), board.id));
+    let initrd = run_dir.join("initramfs.cpio.gz");
+    let spec = image::Spec {
+        init: init_bin,
+        busybox: bb.clone(),
+        conf: image::InitConf { nonce: nonce.clone(), poweroff: board.poweroff, cmds: a.cmds.clone(), shell: false },
+        modules: vec![],
+    };
+    image::write(&spec, &initrd, true)?;
+
+    let mut append = a.append.clone();
+    if interactive && bb.is_some() {
+        // busybox init reads /etc/inittab: rcS, then a respawning shell.
+        append.push("rdinit=/sbin/init".into());
+    }
+    let inputs = BootInputs {
+        kernel: manifest.image.clone(),
+        initrd: Some(initrd),
+        dtb: manifest.dtb.clone(),
+        append,
+        memory_mib: a.memory,
+        smp: a.smp,
+        interactive,
+        extra_args: a.emu_args.clone(),
+        outdir: Some(run_dir.join("m5out")),
+        gem5,
+        disk_image: None,
+        ..Default::default()
+    };
+    let cmd = emulator::command(board, &inputs);
+    if interactive {
+        say(&format!("booting {} (Ctrl-A x quits QEMU)", board.id));
+        say(&format!("{cmd}"));
+        return boot::run_interactive(&cmd);
+    }
+    let timeout = a.timeout.map(Duration::from_secs).unwrap_or(board.timeout);
+    let no_output = (a.no_output_timeout > 0 && board.emulator.kind() == "qemu").then(|| Duration::from_secs(a.no_output_timeout));
+    let r = boot::run(&BootSpec { command: cmd, nonce, timeout, no_output_timeout: no_output, log: run_dir.join("console.log"), echo: a.console })?;
+
+    for c in &r.cmds {
+        let cmd = a.cmds.get(c.index).map(String::as_str).unwrap_or("?");
+        println!("$ {cmd}");
+        print!("{}", c.output);
+        if !c.output.is_empty() && !c.output.ends_with('\n') {
+            println!();
+        }
+        println!("[exit status {}]", c.status);
+    }
+    let verdict = match &r.outcome {
+        Outcome::Pass => "PASS".to_string(),
+        Outcome::CmdFail { failed } => format!("CMD-FAIL  command(s) {failed:?} exited non-zero"),
+        Outcome::BootFail { reason } => format!("BOOT-FAIL  {reason}"),
+        Outcome::Panic { line } => format!("PANIC  {line}"),
+        Outcome::Oops { line } => format!("OOPS  {line}"),
+        Outcome::Timeout { reason } => format!("TIMEOUT  {reason}"),
+    };
+    let marker = r.boot_to_marker.map(|d| format!("boot to marker {:.2}s, ", d.as_secs_f64())).unwrap_or_default();
+    println!("{verdict}  {} ({}{}total {:.2}s)", board.id, r.uname.as_deref().map(|u| format!("{u}; ")).unwrap_or_default(), marker, r.total.as_secs_f64());
+    for w in &r.warnings {
+        println!("  warning: {w}");
+    }
+    println!("console log: {}", r.log.display());
+    Ok(if r.outcome.passed() { exit::OK } else { exit::KERNEL_FAILURE })
+}
+
+fn stamp() -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    format!("{}-{:06}", now.as_secs(), now.subsec_micros())
+}

@@ -1,0 +1,85 @@
+//! `kmatrix setup`: install what `doctor` finds missing with apt-get
+//! (idempotent; every command is printed before it runs), and fetch
+//! Debian's busybox-static for the selected foreign arches.
+
+use std::process::Command;
+
+use crate::cli::doctor::{missing, selection};
+use crate::cli::Ctx;
+use crate::command::CommandSpec;
+use crate::error::{exit, Error, Result};
+use crate::host;
+use crate::rootfs::busybox;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub sel: crate::cli::doctor::Args,
+    /// Print the commands without running them.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// Always wanted: the default kernel source, busybox for interactive boots,
+/// ccache for fast rebuilds, a cpio to inspect images.
+const BASE: &[&str] = &["linux-source-6.1", "busybox-static", "ccache", "gdb-multiarch"];
+
+fn sudo() -> Vec<String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 { vec![] } else { vec!["sudo".into()] }
+}
+
+fn run_cmd(argv: &[String], dry: bool) -> Result<()> {
+    let c = CommandSpec::new(&argv[0]).args(argv[1..].iter().cloned());
+    println!("+ {c}");
+    if dry {
+        return Ok(());
+    }
+    let st = Command::new(&argv[0]).args(&argv[1..]).status().map_err(Error::io(format!("cannot run {}", argv[0])))?;
+    if st.success() { Ok(()) } else { Err(Error::Infra(format!("`{c}` failed ({st})"))) }
+}
+
+pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
+    let reg = ctx.registry()?;
+    let (boards, tcs) = selection(&reg, a.sel.arch.as_deref(), a.sel.board.as_deref(), &a.sel.toolchains)?;
+    let reqs = host::requirements(&reg, &boards, &tcs, true);
+    let mut pkgs: Vec<String> = missing(&reqs).iter().map(|r| r.package.clone()).collect();
+    pkgs.extend(BASE.iter().filter(|p| !host::package_installed(p)).map(|p| p.to_string()));
+    pkgs.sort();
+    pkgs.dedup();
+    // Foreign Debian arches whose busybox-static the guests use.
+    let host_arch = busybox::host_debian_arch();
+    let mut foreign: Vec<String> = boards
+        .iter()
+        .filter_map(|b| reg.arches[&b.arch].debian_arch.clone())
+        .filter(|d| Some(d) != host_arch.as_ref())
+        .collect();
+    foreign.sort();
+    foreign.dedup();
+    let enabled = Command::new("dpkg").arg("--print-foreign-architectures").output().map(|o| String::from_utf8_lossy(&o.stdout).to_string()).unwrap_or_default();
+    let to_enable: Vec<&String> = foreign.iter().filter(|f| !enabled.split_whitespace().any(|e| e == f.as_str())).collect();
+    for f in &to_enable {
+        run_cmd(&[sudo(), vec!["dpkg".into(), "--add-architecture".into(), f.to_string()]].concat(), a.dry_run)?;
+    }
+    if !pkgs.is_empty() || !to_enable.is_empty() {
+        run_cmd(&[sudo(), vec!["apt-get".into(), "update".into(), "-q".into()]].concat(), a.dry_run)?;
+    }
+    if !pkgs.is_empty() {
+        let mut argv = sudo();
+        argv.extend(["apt-get", "install", "-y", "-q", "--no-install-recommends"].map(String::from));
+        argv.extend(pkgs.iter().cloned());
+        run_cmd(&argv, a.dry_run)?;
+    } else {
+        println!("all packages are installed");
+    }
+    if !a.dry_run {
+        for b in &boards {
+            let arch = &reg.arches[&b.arch];
+            if arch.debian_arch.is_some() {
+                let p = busybox::locate(&ctx.cache, arch, None)?;
+                println!("busybox for {}: {}", arch.id, p.display());
+            }
+        }
+    }
+    Ok(exit::OK)
+}

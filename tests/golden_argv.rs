@@ -1,0 +1,135 @@
+//! Golden emulator argv and build recipes for every shipped board: what
+//! `kmatrix show` prints and the runner spawns, rendered from the descriptors
+//! alone (no host probing), so a descriptor or backend change shows up as a
+//! snapshot diff (tests/snapshots/golden_argv__argv-<board>.snap,
+//! golden_argv__recipe-<board>.snap).
+
+use kmatrix::command::CommandSpec;
+use kmatrix::descriptor::{self, Board, Emulator, Layers, Registry};
+use kmatrix::emulator::{self, BootInputs};
+use kmatrix::recipe::{self, Paths};
+
+fn registry() -> Registry {
+    descriptor::load(&Layers::default()).unwrap_or_else(|d| {
+        panic!("shipped descriptors are invalid:\n{}", d.iter().map(|x| x.render()).collect::<Vec<_>>().join("\n"))
+    })
+}
+
+/// The boot inputs of the golden files: fixed paths, a dtb only where the
+/// board builds one.
+fn inputs(board: &Board) -> BootInputs {
+    BootInputs {
+        kernel: "/K/Image".into(),
+        initrd: Some("/K/initramfs.cpio.gz".into()),
+        dtb: board.kernel.dtb.as_ref().map(|_| "/K/board.dtb".into()),
+        outdir: Some("/OUT".into()),
+        disk_image: Some("/OUT/disk.img".into()),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn shipped_boards_are_all_covered() {
+    let reg = registry();
+    let ids: Vec<&str> = reg.boards.keys().map(String::as_str).collect();
+    assert_eq!(
+        ids,
+        [
+            "gem5-arm",
+            "gem5-x86",
+            "qemu-aarch64-virt",
+            "qemu-arm-versatilepb",
+            "qemu-mips64-malta",
+            "qemu-mips64el-malta",
+            "qemu-x86_64-pc"
+        ],
+        "a board was added or removed: its golden files come and go with it"
+    );
+}
+
+#[test]
+fn argv_per_board() {
+    let reg = registry();
+    for board in reg.boards.values() {
+        let spec = emulator::command(board, &inputs(board));
+        insta::assert_snapshot!(format!("argv-{}", board.id), spec.to_string());
+    }
+}
+
+#[test]
+fn argv_qemu_aarch64_virt_gdb_halted() {
+    let reg = registry();
+    let board = &reg.boards["qemu-aarch64-virt"];
+    let i = BootInputs { gdb_port: Some(1234), halted: true, append: vec!["nokaslr".into()], ..inputs(board) };
+    let spec = emulator::command(board, &i);
+    let s = spec.to_string();
+    assert!(s.contains(" -gdb tcp:127.0.0.1:1234 -S"), "{s}");
+    assert!(s.contains("'console=ttyAMA0 earlycon panic=-1 nokaslr'"), "{s}");
+    insta::assert_snapshot!("argv-qemu-aarch64-virt-gdb-halted", s);
+}
+
+/// Every way a boot can be asked for, on every board.
+fn all_variants(board: &Board) -> Vec<CommandSpec> {
+    let base = inputs(board);
+    let mut out = Vec::new();
+    for gdb_port in [None, Some(1234), Some(65535)] {
+        for halted in [false, true] {
+            for interactive in [false, true] {
+                let i = BootInputs { gdb_port, halted, interactive, ..base.clone() };
+                out.push(emulator::command(board, &i));
+            }
+        }
+    }
+    out.push(emulator::command(board, &BootInputs { kernel: "/K/Image".into(), gdb_port: Some(1), ..Default::default() }));
+    out
+}
+
+/// A gdbstub gives full control of the guest: it must only ever listen on
+/// loopback.
+#[test]
+fn gdbstub_listens_on_loopback_only() {
+    let reg = registry();
+    for board in reg.boards.values() {
+        for spec in all_variants(board) {
+            let shown = spec.to_string();
+            for (k, v) in &spec.env {
+                assert!(!v.contains("0.0.0.0") && !k.contains("0.0.0.0"), "{}: {shown}", board.id);
+            }
+            for (n, a) in spec.args.iter().enumerate() {
+                assert!(!a.contains("0.0.0.0"), "{}: {shown}", board.id);
+                // `tcp::PORT` (empty host) binds every interface.
+                assert!(!a.contains("tcp::"), "{}: {shown}", board.id);
+                if let Emulator::Qemu(_) = board.emulator {
+                    // `-s` is QEMU's shorthand for `-gdb tcp::1234`.
+                    assert_ne!(a, "-s", "{}: {shown}", board.id);
+                    if a == "-gdb" {
+                        let v = spec.args.get(n + 1).map(String::as_str).unwrap_or("");
+                        assert!(v.starts_with("tcp:127.0.0.1:"), "{}: -gdb {v}: {shown}", board.id);
+                    } else {
+                        assert!(!a.starts_with("-gdb"), "{}: {a}: {shown}", board.id);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn recipe_per_board() {
+    let reg = registry();
+    let gcc = &reg.toolchains["gcc"];
+    for board in reg.boards.values() {
+        let arch = &reg.arches[&board.arch];
+        let inputs = recipe::config_inputs(&reg, arch, board, None);
+        let r = recipe::recipe(&Paths::placeholders(), arch, gcc, &inputs, &recipe::targets(board, false), false, "@0");
+        let mut text = String::new();
+        if let Some(f) = &r.base_file {
+            text.push_str(&format!("cp {} <build>/.config\n", f.display()));
+        }
+        for c in r.configure.iter().chain(std::iter::once(&r.build)) {
+            text.push_str(&c.to_string());
+            text.push('\n');
+        }
+        insta::assert_snapshot!(format!("recipe-{}", board.id), text);
+    }
+}
