@@ -1,0 +1,181 @@
+//! The real path: real kernels (Debian's linux-source), real cross
+//! compilers, real qemu-system-*. Runs only with KMATRIX_TEST_REAL=1 (CI sets
+//! it, so a missing tool fails there); otherwise each test says it skipped.
+//!
+//! Kernels are built once per machine into a shared cache
+//! (KMATRIX_TEST_CACHE, default target/kmatrix-test-cache) and reused by
+//! every test and every later run. One build runs at a time: each already
+//! uses every core through its jobserver.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::sync::Mutex;
+
+use assert_cmd::Command;
+
+static BUILD_LOCK: Mutex<()> = Mutex::new(());
+
+fn real() -> bool {
+    if std::env::var("KMATRIX_TEST_REAL").as_deref() == Ok("1") {
+        return true;
+    }
+    eprintln!("skipped: needs real compilers and QEMU; run with KMATRIX_TEST_REAL=1 (CI does)");
+    false
+}
+
+fn cache() -> PathBuf {
+    std::env::var_os("KMATRIX_TEST_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/kmatrix-test-cache"))
+}
+
+/// kmatrix run from an empty directory (only the built-in descriptors).
+fn kmatrix(args: &[&str]) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::cargo_bin("kmatrix").unwrap().current_dir(dir.path()).env("KMATRIX_CACHE_DIR", cache()).args(args).output().unwrap();
+    eprintln!("$ kmatrix {}\n{}{}", args.join(" "), String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Builds (or reuses) a machine's kernel, one build at a time.
+fn ensure_built(extra: &[&str]) {
+    let _g = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let mut args = vec!["build"];
+    args.extend_from_slice(extra);
+    let out = kmatrix(&args);
+    assert_eq!(out.status.code(), Some(0), "build failed");
+}
+
+fn boot_check(arch: &str) {
+    if !real() {
+        return;
+    }
+    ensure_built(&["--arch", arch]);
+    let out = kmatrix(&["boot", "--arch", arch, "--check"]);
+    let s = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{s}");
+    assert!(s.starts_with("PASS"), "{s}");
+    assert!(s.contains("boot to marker"), "{s}");
+}
+
+#[test]
+fn boot_check_x86_64() {
+    boot_check("x86_64");
+}
+
+#[test]
+fn boot_check_aarch64() {
+    boot_check("aarch64");
+}
+
+#[test]
+fn boot_check_arm_versatilepb() {
+    boot_check("arm");
+}
+
+#[test]
+fn boot_check_mips64_big_endian() {
+    boot_check("mips64");
+}
+
+#[test]
+fn boot_check_mips64el() {
+    boot_check("mips64el");
+}
+
+#[test]
+fn aarch64_cmd_prints_guest_output() {
+    if !real() {
+        return;
+    }
+    ensure_built(&["--arch", "aarch64"]);
+    let out = kmatrix(&["boot", "--arch", "aarch64", "--cmd", "cat /proc/cpuinfo", "--cmd", "uname -m"]);
+    let s = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{s}");
+    assert!(s.contains("$ cat /proc/cpuinfo"), "{s}");
+    assert!(s.contains("CPU implementer"), "guest /proc/cpuinfo not shown: {s}");
+    assert!(s.contains("aarch64\n[exit status 0]"), "{s}");
+}
+
+#[test]
+fn failing_guest_command_fails_the_check() {
+    if !real() {
+        return;
+    }
+    ensure_built(&["--arch", "aarch64"]);
+    let out = kmatrix(&["boot", "--arch", "aarch64", "--cmd", "exit 7"]);
+    let s = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{s}");
+    assert!(s.contains("[exit status 7]"), "{s}");
+    assert!(s.starts_with("CMD-FAIL") || s.contains("\nCMD-FAIL"), "{s}");
+}
+
+#[test]
+fn dropped_config_symbol_is_reported() {
+    if !real() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let frag = dir.path().join("virtio.config");
+    // VIRTIO_BLK needs BLOCK and VIRTIO, both off in tinyconfig:
+    // olddefconfig silently drops it.
+    std::fs::write(&frag, "CONFIG_VIRTIO_BLK=y\n").unwrap();
+    let _g = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let out = kmatrix(&["build", "--arch", "x86_64", "--fragment", frag.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("CONFIG_VIRTIO_BLK: requested y, got is not set (from virtio)"), "{err}");
+}
+
+#[test]
+fn kernel_without_initramfs_support_is_a_panic() {
+    if !real() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let frag = dir.path().join("no-initrd.config");
+    std::fs::write(&frag, "# CONFIG_BLK_DEV_INITRD is not set\n").unwrap();
+    // RD_GZIP (from the common fragment) depends on BLK_DEV_INITRD and goes too.
+    let f = frag.to_str().unwrap();
+    ensure_built(&["--arch", "arm", "--fragment", f, "--allow-config-mismatch"]);
+    let out = kmatrix(&["boot", "--arch", "arm", "--fragment", f, "--allow-config-mismatch", "--check"]);
+    let s = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{s}");
+    assert!(s.starts_with("PANIC"), "a kernel that cannot unpack the initramfs must not pass: {s}");
+    assert!(s.contains("Kernel panic - not syncing"), "{s}");
+}
+
+#[test]
+fn hanging_init_is_a_timeout() {
+    if !real() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("hang.c");
+    let bin = dir.path().join("hang");
+    std::fs::write(&src, "#include <unistd.h>\nint main(void) { for (;;) pause(); }\n").unwrap();
+    let st = std::process::Command::new("gcc").args(["-static", "-Os", "-o"]).arg(&bin).arg(&src).status().unwrap();
+    assert!(st.success(), "host gcc -static failed");
+    ensure_built(&["--arch", "x86_64"]);
+    let t = std::time::Instant::now();
+    let out = kmatrix(&["boot", "--arch", "x86_64", "--check", "--init", bin.to_str().unwrap(), "--no-output-timeout", "5", "--timeout", "90"]);
+    let s = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{s}");
+    assert!(s.starts_with("TIMEOUT"), "{s}");
+    assert!(t.elapsed().as_secs() < 60, "the silent-console watchdog, not the overall timeout, must fire");
+}
+
+#[test]
+fn doctor_finds_everything_for_qemu_boards() {
+    if !real() {
+        return;
+    }
+    for arch in ["x86_64", "aarch64", "arm", "mips64", "mips64el"] {
+        let out = kmatrix(&["doctor", "--arch", arch]);
+        assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    }
+}
