@@ -14,6 +14,7 @@
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
+use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
@@ -48,6 +49,9 @@ pub struct Manifest {
     pub config: PathBuf,
     pub build_log: PathBuf,
     pub build_seconds: f64,
+    /// CPU seconds (user + sys) of configure and make, all jobs together.
+    #[serde(default)]
+    pub cpu_seconds: f64,
     pub config_warnings: Vec<Mismatch>,
 }
 
@@ -69,6 +73,8 @@ pub struct Request<'a> {
     pub source: &'a Source,
     /// Let olddefconfig drop requested symbols with only a warning.
     pub allow_config_mismatch: bool,
+    /// Targets beyond the board's (other boards sharing this build).
+    pub extra_targets: Vec<String>,
 }
 
 /// First line of `<tool> --version`: part of every cache key, so a
@@ -109,13 +115,18 @@ pub fn first_errors(log: &str, max: usize) -> Vec<String> {
         .collect()
 }
 
-/// Runs one command with output appended to `log`; stdout/stderr lines also
-/// go to `echo` (progress). The make jobserver is passed when given.
-fn run_logged(cmd: &CommandSpec, log: &Path, jobs: Option<&jobserver::Client>, echo: &dyn Fn(&str)) -> Result<bool> {
+/// Runs one command with output appended to `log`; stdout lines also go to
+/// `echo` (progress). With a jobserver, one token is held for the child's
+/// implicit job slot and make receives the jobserver through MAKEFLAGS
+/// (never `-j`). The child runs in its own process group, killed on
+/// SIGINT/SIGTERM. Returns success and the CPU seconds of the child and its
+/// descendants.
+fn run_logged(cmd: &CommandSpec, log: &Path, jobs: Option<&jobserver::Client>, echo: &dyn Fn(&str)) -> Result<(bool, f64)> {
     let mut f = std::fs::OpenOptions::new().create(true).append(true).open(log).map_err(Error::io(format!("cannot open {}", log.display())))?;
     writeln!(f, "$ {cmd}").map_err(Error::io("cannot write the build log"))?;
+    let token = jobs.map(|j| j.acquire()).transpose().map_err(Error::io("jobserver"))?;
     let mut c = cmd.to_command();
-    c.stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null());
+    c.stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null()).process_group(0);
     if let Some(j) = jobs {
         j.configure_make(&mut c);
     }
@@ -123,27 +134,69 @@ fn run_logged(cmd: &CommandSpec, log: &Path, jobs: Option<&jobserver::Client>, e
         std::io::ErrorKind::NotFound => Error::MissingTool { tool: cmd.program.clone(), package: None },
         _ => Error::Io { context: format!("cannot run {}", cmd.program), source: e },
     })?;
-    // make's own slot: the jobserver grants it tokens beyond the first.
-    let token = jobs.map(|j| j.acquire()).transpose().map_err(Error::io("jobserver"))?;
-    let stderr = child.stderr.take().expect("piped");
-    let log2 = log.to_path_buf();
-    let errt = std::thread::spawn(move || {
-        let mut f = std::fs::OpenOptions::new().append(true).open(log2).ok();
-        for line in BufReader::new(stderr).lines().map_while(|l| l.ok()) {
-            if let Some(f) = f.as_mut() {
-                let _ = writeln!(f, "{line}");
+    let (tx, rx) = std::sync::mpsc::channel::<(bool, String)>();
+    for (is_out, stream) in [(true, Box::new(child.stdout.take().expect("piped")) as Box<dyn std::io::Read + Send>), (false, Box::new(child.stderr.take().expect("piped")))] {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(|l| l.ok()) {
+                if tx.send((is_out, line)).is_err() {
+                    return;
+                }
             }
-        }
-    });
-    for line in BufReader::new(child.stdout.take().expect("piped")).lines().map_while(|l| l.ok()) {
-        let _ = writeln!(f, "{line}");
-        echo(&line);
+        });
     }
-    let _ = errt.join();
-    let st = child.wait().map_err(Error::io("cannot wait for make"))?;
-    drop(token);
-    writeln!(f, "# exit: {st}").map_err(Error::io("cannot write the build log"))?;
-    Ok(st.success())
+    drop(tx);
+    let interrupted = crate::boot::interrupted();
+    let pid = child.id() as i32;
+    let mut result = None;
+    loop {
+        match rx.recv_timeout(std::time::Duration::from_millis(100)) {
+            Ok((is_out, line)) => {
+                let _ = writeln!(f, "{line}");
+                if is_out {
+                    echo(&line);
+                }
+                continue;
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+        }
+        if result.is_none() {
+            result = wait_rusage(pid);
+        }
+        if let Some((code, cpu)) = result {
+            // Exited: drain the remaining output, then report.
+            while let Ok((is_out, line)) = rx.recv_timeout(std::time::Duration::from_millis(200)) {
+                let _ = writeln!(f, "{line}");
+                if is_out {
+                    echo(&line);
+                }
+            }
+            writeln!(f, "# exit: {code}").map_err(Error::io("cannot write the build log"))?;
+            drop(token);
+            return Ok((code == 0, cpu));
+        }
+        if interrupted.load(std::sync::atomic::Ordering::Relaxed) {
+            crate::boot::kill_group(&mut child, std::time::Duration::from_secs(3));
+            let _ = writeln!(f, "# interrupted");
+            return Err(Error::Interrupted);
+        }
+    }
+}
+
+/// Non-blocking wait that also returns the child's CPU time (user + sys,
+/// including descendants it waited for: every compiler make ran).
+fn wait_rusage(pid: i32) -> Option<(i32, f64)> {
+    let mut status = 0;
+    // SAFETY: plain syscall on our own child; rusage is written by the kernel.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut ru) };
+    if r != pid {
+        return None;
+    }
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    let code = if libc::WIFEXITED(status) { libc::WEXITSTATUS(status) } else { 128 + libc::WTERMSIG(status) };
+    Some((code, secs(ru.ru_utime) + secs(ru.ru_stime)))
 }
 
 pub fn build(cache: &Cache, req: &Request, jobs: &jobserver::Client, echo: &dyn Fn(&str)) -> Result<BuildOutcome> {
@@ -160,8 +213,10 @@ pub fn build(cache: &Cache, req: &Request, jobs: &jobserver::Client, echo: &dyn 
     let builds = cache.dir("builds")?;
     let memo = configs.join(format!("{}.json", &input_key[..32]));
     let mut base_targets = req.board.kernel.make_targets.clone();
-    if !base_targets.iter().any(|t| t == "vmlinux") {
-        base_targets.push("vmlinux".into());
+    for t in req.extra_targets.iter().chain(std::iter::once(&"vmlinux".to_string())) {
+        if !base_targets.contains(t) {
+            base_targets.push(t.clone());
+        }
     }
 
     // Warm path: inputs seen before and their build complete.
@@ -189,8 +244,12 @@ pub fn build(cache: &Cache, req: &Request, jobs: &jobserver::Client, echo: &dyn 
         std::fs::copy(base, stage.path().join(".config")).map_err(Error::io(format!("cannot read config base {}", base.display())))?;
     }
     echo(&format!("configuring ({} fragments)", req.inputs.fragments.len()));
+    let mut cpu = 0.0;
     for step in &r.configure {
-        if !run_logged(step, &log, None, &|_| {})? {
+        // Configuring is one job: it holds one token of the shared budget.
+        let (ok, c) = run_logged(step, &log, Some(jobs), &|_| {})?;
+        cpu += c;
+        if !ok {
             let text = std::fs::read_to_string(&log).unwrap_or_default();
             let kept = keep_failed(stage, &builds, "config")?;
             return Ok(BuildOutcome::Failed { log: kept.join("config.log"), errors: first_errors(&text, 10), step: "configure".into() });
@@ -217,7 +276,13 @@ pub fn build(cache: &Cache, req: &Request, jobs: &jobserver::Client, echo: &dyn 
             std::fs::remove_dir_all(&dir).map_err(Error::io(format!("cannot clear {}", dir.display())))?;
         }
         let kept = stage.keep();
-        std::fs::rename(&kept, &dir).map_err(Error::io(format!("cannot move the build into {}", dir.display())))?;
+        if let Err(e) = std::fs::rename(&kept, &dir) {
+            // Another build with the same final config got there first.
+            let _ = std::fs::remove_dir_all(&kept);
+            if !dir.join(".config").is_file() {
+                return Err(Error::Io { context: format!("cannot move the build into {}", dir.display()), source: e });
+            }
+        }
     }
     write_atomic(&memo, serde_json::to_string(&key).expect("serialises").as_bytes())?;
 
@@ -236,7 +301,8 @@ pub fn build(cache: &Cache, req: &Request, jobs: &jobserver::Client, echo: &dyn 
     let _ = std::fs::remove_file(&log);
     echo(&format!("building {} in {}", targets.join(" "), dir.display()));
     let t0 = Instant::now();
-    let ok = run_logged(&r.build, &log, Some(jobs), echo)?;
+    let (ok, c) = run_logged(&r.build, &log, Some(jobs), echo)?;
+    cpu += c;
     let secs = t0.elapsed().as_secs_f64();
     if !ok {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
@@ -261,6 +327,7 @@ pub fn build(cache: &Cache, req: &Request, jobs: &jobserver::Client, echo: &dyn 
         config: dir.join(".config"),
         build_log: log,
         build_seconds: secs,
+        cpu_seconds: cpu,
         config_warnings: mismatches,
         dir: dir.clone(),
     };

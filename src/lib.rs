@@ -32,3 +32,4 @@ pub mod plan;
 pub mod recipe;
 pub mod rootfs;
 pub mod source;
+pub mod sweep;

@@ -69,10 +69,99 @@ pub fn build(cache: &Cache, reg: &Registry, board: &Board, o: &BuildOptions, say
     let source_spec = o.source.clone().unwrap_or(SourceSpec::System);
     let src = source::resolve(&source_spec, cache, say)?;
     let jobs = jobserver::Client::new(o.jobs.max(1)).map_err(Error::io("cannot create the make jobserver"))?;
-    let req = Request { arch, board, toolchain: tc, inputs, source: &src, allow_config_mismatch: o.allow_config_mismatch };
+    let req = Request { arch, board, toolchain: tc, inputs, source: &src, allow_config_mismatch: o.allow_config_mismatch, extra_targets: vec![] };
     build::build(cache, &req, &jobs, say)
 }
 
 pub fn default_jobs() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
+}
+
+/// How to boot a built kernel.
+#[derive(Debug, Clone, Default)]
+pub struct BootOptions {
+    pub cmds: Vec<String>,
+    pub append: Vec<String>,
+    pub init: Option<PathBuf>,
+    pub busybox: Option<PathBuf>,
+    pub memory_mib: Option<u64>,
+    pub smp: Option<u32>,
+    pub emu_args: Vec<String>,
+    pub interactive: bool,
+    pub gem5: Option<crate::emulator::Gem5Install>,
+    pub modules: Vec<PathBuf>,
+}
+
+/// A boot ready to run: the emulator argv and the marker nonce.
+pub struct PreparedBoot {
+    pub command: crate::command::CommandSpec,
+    pub nonce: String,
+    pub run_dir: PathBuf,
+}
+
+/// Writes the initramfs for this boot into `run_dir` and renders the
+/// emulator command.
+pub fn prepare_boot(
+    cache: &Cache,
+    reg: &Registry,
+    board: &Board,
+    toolchain: &str,
+    manifest: &build::Manifest,
+    o: &BootOptions,
+    run_dir: &std::path::Path,
+    say: &dyn Fn(&str),
+) -> Result<PreparedBoot> {
+    use crate::rootfs::{busybox, image, init};
+    let arch = &reg.arches[&board.arch];
+    let tc = reg.toolchains.get(toolchain).ok_or_else(|| Error::Usage(format!("unknown toolchain `{toolchain}`")))?;
+    let init_bin = match &o.init {
+        Some(p) => p.clone(),
+        None => init::build(cache, arch, tc)?,
+    };
+    let bb = if o.interactive || !o.cmds.is_empty() {
+        match busybox::locate(cache, arch, o.busybox.as_deref()) {
+            Ok(p) => Some(p),
+            Err(e) if !o.interactive => {
+                say(&format!("no busybox ({e}); commands run without a shell"));
+                None
+            }
+            Err(e) => return Err(e),
+        }
+    } else {
+        None
+    };
+    let nonce = crate::boot::nonce();
+    let initrd = run_dir.join("initramfs.cpio.gz");
+    let spec = image::Spec {
+        init: init_bin,
+        busybox: bb.clone(),
+        conf: image::InitConf { nonce: nonce.clone(), poweroff: board.poweroff, cmds: o.cmds.clone(), shell: false },
+        modules: o.modules.clone(),
+    };
+    image::write(&spec, &initrd, true)?;
+    let mut append = o.append.clone();
+    if o.interactive && bb.is_some() {
+        // busybox init reads /etc/inittab: rcS, then a respawning shell.
+        append.push("rdinit=/sbin/init".into());
+    }
+    let inputs = crate::emulator::BootInputs {
+        kernel: manifest.image.clone(),
+        initrd: Some(initrd),
+        dtb: manifest.dtb.clone(),
+        append,
+        memory_mib: o.memory_mib,
+        smp: o.smp,
+        interactive: o.interactive,
+        extra_args: o.emu_args.clone(),
+        outdir: Some(run_dir.join("m5out")),
+        gem5: o.gem5.clone(),
+        ..Default::default()
+    };
+    Ok(PreparedBoot { command: crate::emulator::command(board, &inputs), nonce, run_dir: run_dir.to_path_buf() })
+}
+
+/// A unique run directory name.
+pub fn stamp() -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    format!("{}-{:06}", now.as_secs(), now.subsec_micros())
 }

@@ -38,6 +38,9 @@ pub struct Cell {
     /// Id of the build this cell boots (shared with other cells).
     pub build: String,
     pub timeout_secs: u64,
+    /// Guest commands for this cell (from `[[override]] cmds`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cmds: Vec<String>,
     #[serde(flatten)]
     pub state: CellState,
 }
@@ -124,6 +127,32 @@ fn coords<'a>(reg: &'a Registry, m: &'a Matrix) -> Vec<Coord<'a>> {
     out
 }
 
+/// Keeps only the cells every filter rule matches (and their builds).
+pub fn filter(plan: &mut Plan, rules: &[crate::descriptor::Rule]) {
+    plan.cells.retain(|c| rules.iter().all(|r| r.matches(&c.board, &c.arch, &c.toolchain, &c.kernel, &c.config)));
+    let keep: std::collections::BTreeSet<&str> = plan.cells.iter().map(|c| c.id.as_str()).collect();
+    for b in &mut plan.builds {
+        b.cells.retain(|c| keep.contains(c.as_str()));
+    }
+    plan.builds.retain(|b| !b.cells.is_empty());
+}
+
+/// Parses `key=glob` filters (board, arch, toolchain, kernel, config).
+pub fn parse_filter(s: &str) -> Result<crate::descriptor::Rule, String> {
+    let (k, v) = s.split_once('=').ok_or_else(|| format!("filter `{s}`: expected key=pattern"))?;
+    let mut r = crate::descriptor::Rule::default();
+    let slot = match k {
+        "board" => &mut r.board,
+        "arch" => &mut r.arch,
+        "toolchain" => &mut r.toolchain,
+        "kernel" => &mut r.kernel,
+        "config" => &mut r.config,
+        _ => return Err(format!("filter `{s}`: key must be board, arch, toolchain, kernel or config")),
+    };
+    *slot = Some(v.to_string());
+    Ok(r)
+}
+
 pub fn plan(reg: &Registry, probe: &dyn Probe) -> Option<Plan> {
     let m = reg.matrix.as_ref()?;
     let mut cells = Vec::new();
@@ -136,14 +165,9 @@ pub fn plan(reg: &Registry, probe: &dyn Probe) -> Option<Plan> {
         let embedded = board.kernel.initramfs == InitramfsMode::Embedded;
         let build_id = short_hash(&(&c.kernel.source, &arch.id, &tc.id, inputs.identity(), embedded));
         let id = short_hash(&(c.board, c.toolchain, &c.kernel, &c.config.id, &build_id, &board.emulator, &board.cmdline));
-        let timeout = m
-            .overrides
-            .iter()
-            .rev()
-            .find(|(r, _)| r.matches(c.board, &arch.id, c.toolchain, &c.kernel.id, &c.config.id))
-            .map(|(_, t)| *t)
-            .or(m.timeout)
-            .unwrap_or(board.timeout);
+        let matching = || m.overrides.iter().rev().filter(|o| o.rule.matches(c.board, &arch.id, c.toolchain, &c.kernel.id, &c.config.id));
+        let timeout = matching().find_map(|o| o.timeout).or(m.timeout).unwrap_or(board.timeout);
+        let cmds = matching().find_map(|o| o.cmds.clone()).unwrap_or_default();
         let state = match tc.targets.get(&arch.id) {
             None => CellState::Skip(format!("toolchain `{}` cannot build arch `{}`", tc.id, arch.id)),
             Some(t) if m.optional_toolchains.contains(&tc.id) && !probe.toolchain_installed(&tc.id, &t.cc) => {
@@ -184,6 +208,7 @@ pub fn plan(reg: &Registry, probe: &dyn Probe) -> Option<Plan> {
             emulator: board.emulator.kind().to_string(),
             build: build_id,
             timeout_secs: timeout.as_secs(),
+            cmds,
             state,
         });
     }

@@ -10,10 +10,8 @@ use crate::build::BuildOutcome;
 use crate::cli::build::{progress, report_failure, say, BuildArgs};
 use crate::cli::{select_board, Ctx};
 use crate::descriptor::{Emulator, InitramfsMode};
-use crate::emulator::{self, BootInputs};
 use crate::error::{exit, Error, Result};
 use crate::machine;
-use crate::rootfs::{busybox, image, init};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -59,9 +57,7 @@ pub struct Args {
 pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let reg = ctx.registry()?;
     let board = select_board(&reg, a.build.arch.as_deref(), a.build.board.as_deref())?;
-    let arch = &reg.arches[&board.arch];
     let opts = a.build.options()?;
-    let tc = &reg.toolchains[&opts.toolchain];
     let interactive = !a.check && a.cmds.is_empty();
     let gem5 = match &board.emulator {
         Emulator::Gem5(g) => Some(ctx.gem5_install(&g.isa, &g.variant).ok_or_else(|| {
@@ -83,55 +79,21 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         other => return Ok(report_failure(&other)),
     };
 
-    // The rootfs: kmatrix's init, plus busybox when a shell is wanted.
-    let init_bin = match &a.init {
-        Some(p) => p.clone(),
-        None => init::build(&ctx.cache, arch, tc)?,
-    };
-    let needs_shell = interactive || !a.cmds.is_empty();
-    let bb = if needs_shell {
-        match busybox::locate(&ctx.cache, arch, a.busybox.as_deref()) {
-            Ok(p) => Some(p),
-            Err(e) if !interactive => {
-                say(&format!("no busybox ({e}); commands run without a shell"));
-                None
-            }
-            Err(e) => return Err(e),
-        }
-    } else {
-        None
-    };
-    let nonce = boot::nonce();
-    let run_dir = ctx.cache.dir("runs")?.join(format!("{}-{}", stamp(), board.id));
-    let initrd = run_dir.join("initramfs.cpio.gz");
-    let spec = image::Spec {
-        init: init_bin,
-        busybox: bb.clone(),
-        conf: image::InitConf { nonce: nonce.clone(), poweroff: board.poweroff, cmds: a.cmds.clone(), shell: false },
-        modules: vec![],
-    };
-    image::write(&spec, &initrd, true)?;
-
-    let mut append = a.append.clone();
-    if interactive && bb.is_some() {
-        // busybox init reads /etc/inittab: rcS, then a respawning shell.
-        append.push("rdinit=/sbin/init".into());
-    }
-    let inputs = BootInputs {
-        kernel: manifest.image.clone(),
-        initrd: Some(initrd),
-        dtb: manifest.dtb.clone(),
-        append,
+    let run_dir = ctx.cache.dir("runs")?.join(format!("{}-{}", machine::stamp(), board.id));
+    let bopts = machine::BootOptions {
+        cmds: a.cmds.clone(),
+        append: a.append.clone(),
+        init: a.init.clone(),
+        busybox: a.busybox.clone(),
         memory_mib: a.memory,
         smp: a.smp,
+        emu_args: a.emu_args.clone(),
         interactive,
-        extra_args: a.emu_args.clone(),
-        outdir: Some(run_dir.join("m5out")),
         gem5,
-        disk_image: None,
-        ..Default::default()
+        modules: vec![],
     };
-    let cmd = emulator::command(board, &inputs);
+    let prepared = machine::prepare_boot(&ctx.cache, &reg, board, &opts.toolchain, &manifest, &bopts, &run_dir, &say)?;
+    let (cmd, nonce) = (prepared.command, prepared.nonce);
     if interactive {
         say(&format!("booting {} (Ctrl-A x quits QEMU)", board.id));
         say(&format!("{cmd}"));
@@ -167,7 +129,3 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     Ok(if r.outcome.passed() { exit::OK } else { exit::KERNEL_FAILURE })
 }
 
-fn stamp() -> String {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    format!("{}-{:06}", now.as_secs(), now.subsec_micros())
-}

@@ -3,12 +3,15 @@
 
 mod boot;
 mod build;
+mod cache;
 mod check;
 mod doctor;
 mod list;
 mod plan;
+mod report;
 mod setup;
 mod show;
+mod sweep;
 
 use std::path::PathBuf;
 
@@ -55,6 +58,12 @@ pub enum Cmd {
     Build(build::Args),
     /// Build (when needed) and boot a kernel: interactive, --check or --cmd.
     Boot(boot::Args),
+    /// Run every cell of matrix.toml in parallel; write a results directory.
+    Sweep(sweep::Args),
+    /// Render a sweep's results (table, markdown, json, junit, html) or compare two runs.
+    Report(report::Args),
+    /// Inspect or trim the build cache.
+    Cache(cache::Args),
 }
 
 /// Shared state of one invocation.
@@ -120,6 +129,9 @@ pub fn main() -> i32 {
         Cmd::Setup(a) => setup::run(&ctx, a),
         Cmd::Build(a) => build::run(&ctx, a),
         Cmd::Boot(a) => boot::run(&ctx, a),
+        Cmd::Sweep(a) => sweep::run(&ctx, a),
+        Cmd::Report(a) => report::run(&ctx, a),
+        Cmd::Cache(a) => cache::run(&ctx, a),
     };
     match result {
         Ok(code) => code,

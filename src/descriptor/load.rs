@@ -797,12 +797,14 @@ fn resolve_matrix(
         let o = o.get_ref();
         let rule = RawRule { board: o.board.clone(), arch: o.arch.clone(), toolchain: o.toolchain.clone(), kernel: o.kernel.clone(), config: o.config.clone() };
         let rule = resolve_rule(file, &rule, d, &known);
-        match parse_duration(o.timeout.get_ref()) {
-            Some(t) => overrides.push((rule, t)),
-            None => {
-                d.error(file, o.timeout.span(), format!("invalid duration `{}`", o.timeout.get_ref())).help("a positive number with a unit: `90s`, `10m`, `1h`");
+        let timeout = o.timeout.as_ref().and_then(|t| {
+            let v = parse_duration(t.get_ref());
+            if v.is_none() {
+                d.error(file, t.span(), format!("invalid duration `{}`", t.get_ref())).help("a positive number with a unit: `90s`, `10m`, `1h`");
             }
-        }
+            v
+        });
+        overrides.push(Override { rule, timeout, cmds: o.cmds.clone() });
     }
 
     if d.items.len() != before {

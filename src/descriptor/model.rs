@@ -218,7 +218,7 @@ pub struct Matrix {
     pub configs: Vec<ConfigSpec>,
     pub include: Vec<Rule>,
     pub exclude: Vec<Rule>,
-    pub overrides: Vec<(Rule, Duration)>,
+    pub overrides: Vec<Override>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -248,6 +248,14 @@ pub struct ConfigSpec {
     pub profile: Option<String>,
     pub config: Option<Fragment>,
     pub allow_missing: Vec<String>,
+}
+
+/// Per-cell settings for the cells a rule matches (the last match wins).
+#[derive(Debug, Clone, Serialize)]
+pub struct Override {
+    pub rule: Rule,
+    pub timeout: Option<Duration>,
+    pub cmds: Option<Vec<String>>,
 }
 
 /// Glob patterns over a cell's coordinates; `None` matches everything.

@@ -208,5 +208,7 @@ pub struct RawOverride {
     pub toolchain: Option<S<String>>,
     pub kernel: Option<S<String>>,
     pub config: Option<S<String>>,
-    pub timeout: S<String>,
+    pub timeout: Option<S<String>>,
+    /// Commands the guest runs after booting (through busybox sh).
+    pub cmds: Option<Vec<String>>,
 }

@@ -12,6 +12,11 @@ use crate::host;
 
 pub const INIT_C: &str = include_str!("init.c");
 
+/// Distinguishes concurrent builders of the same init (threads of a sweep).
+fn tmp_suffix() -> String {
+    format!("{}-{:?}", std::process::id(), std::thread::current().id()).replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "")
+}
+
 /// Returns the path of a static init for this arch, building it if needed.
 pub fn build(cache: &Cache, arch: &Arch, tc: &Toolchain) -> Result<PathBuf> {
     let t = tc.targets.get(&arch.id).ok_or_else(|| Error::Usage(format!("toolchain `{}` cannot build arch `{}`", tc.id, arch.id)))?;
@@ -24,7 +29,7 @@ pub fn build(cache: &Cache, arch: &Arch, tc: &Toolchain) -> Result<PathBuf> {
         return Ok(out);
     }
     std::fs::create_dir_all(&dir).map_err(Error::io(format!("cannot create {}", dir.display())))?;
-    let src = dir.join("init.c");
+    let src = dir.join(format!("init.{}.c", tmp_suffix()));
     std::fs::write(&src, INIT_C).map_err(Error::io(format!("cannot write {}", src.display())))?;
     // cc resolves flags for the target triple; the toolchain's compiler and
     // cflags (clang's --target) are the authority, so defaults stay off.
@@ -41,7 +46,7 @@ pub fn build(cache: &Cache, arch: &Arch, tc: &Toolchain) -> Result<PathBuf> {
         .flags(&t.cflags)
         .try_get_compiler()
         .map_err(|e| Error::Infra(format!("cannot set up {} for {}: {e}", cc.display(), arch.triple)))?;
-    let tmp = dir.join("init.tmp");
+    let tmp = dir.join(format!("init.tmp.{}", tmp_suffix()));
     let mut cmd = tool.to_command();
     cmd.args(["-Os", "-static", "-s", "-o"]).arg(&tmp).arg(&src);
     let out_put = cmd.output().map_err(Error::io(format!("cannot run {}", cc.display())))?;
@@ -54,6 +59,7 @@ pub fn build(cache: &Cache, arch: &Arch, tc: &Toolchain) -> Result<PathBuf> {
             String::from_utf8_lossy(&out_put.stderr)
         )));
     }
+    let _ = std::fs::remove_file(&src);
     std::fs::rename(&tmp, &out).map_err(Error::io(format!("cannot write {}", out.display())))?;
     Ok(out)
 }

@@ -1,0 +1,124 @@
+//! `kmatrix cache ls` / `kmatrix cache gc`: what the cache holds, and
+//! removing old or excess builds.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use crate::cli::list::table;
+use crate::cli::Ctx;
+use crate::error::{exit, Error, Result};
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Cmd {
+    /// List kernel builds in the cache.
+    Ls,
+    /// Remove builds (oldest first) older than a duration or beyond a size.
+    Gc {
+        /// e.g. 30d, 12h.
+        #[arg(long, value_name = "AGE")]
+        older_than: Option<String>,
+        /// e.g. 20G, 500M.
+        #[arg(long, value_name = "SIZE")]
+        max_size: Option<String>,
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+fn du(p: &Path) -> u64 {
+    let Ok(m) = std::fs::symlink_metadata(p) else { return 0 };
+    if m.is_dir() {
+        std::fs::read_dir(p).into_iter().flatten().filter_map(|e| e.ok()).map(|e| du(&e.path())).sum()
+    } else {
+        m.len()
+    }
+}
+
+struct Entry {
+    name: String,
+    size: u64,
+    age: Duration,
+    what: String,
+}
+
+fn entries(ctx: &Ctx) -> Vec<Entry> {
+    let builds = ctx.cache.root.join("builds");
+    let mut v: Vec<Entry> = std::fs::read_dir(&builds)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_dir())
+        .map(|e| {
+            let p = e.path();
+            let manifest: Option<crate::build::Manifest> = std::fs::read_to_string(p.join("manifest.json")).ok().and_then(|t| serde_json::from_str(&t).ok());
+            // Last use: the manifest is rewritten by builds; boots read it.
+            let age = std::fs::metadata(p.join("manifest.json")).or_else(|_| std::fs::metadata(&p)).ok().and_then(|m| m.modified().ok()).and_then(|t| SystemTime::now().duration_since(t).ok()).unwrap_or_default();
+            Entry {
+                name: e.file_name().to_string_lossy().into_owned(),
+                size: du(&p),
+                age,
+                what: manifest.map(|m| format!("{} {} ({})", m.arch, m.toolchain, m.targets.join(" "))).unwrap_or_else(|| "incomplete".into()),
+            }
+        })
+        .collect();
+    v.sort_by_key(|e| std::cmp::Reverse(e.age));
+    v
+}
+
+fn parse_age(s: &str) -> Option<Duration> {
+    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit())?);
+    let n: u64 = n.parse().ok()?;
+    Some(Duration::from_secs(n * match unit { "s" => 1, "m" => 60, "h" => 3600, "d" => 86400, "w" => 604800, _ => return None }))
+}
+
+fn parse_size(s: &str) -> Option<u64> {
+    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit())?);
+    let n: u64 = n.parse().ok()?;
+    Some(n * match unit { "K" => 1 << 10, "M" => 1 << 20, "G" => 1 << 30, _ => return None })
+}
+
+pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
+    match a.cmd {
+        Cmd::Ls => {
+            let mut t = table(["build", "size", "age", "kernel"]);
+            let mut total = 0;
+            for e in entries(ctx) {
+                total += e.size;
+                t.add_row([e.name, format!("{} MiB", e.size >> 20), format!("{}h", e.age.as_secs() / 3600), e.what]);
+            }
+            println!("{t}");
+            println!("cache {}: builds {} MiB", ctx.cache.root.display(), total >> 20);
+            Ok(exit::OK)
+        }
+        Cmd::Gc { older_than, max_size, dry_run } => {
+            let age = older_than.as_deref().map(|s| parse_age(s).ok_or_else(|| Error::Usage(format!("--older-than {s}: expected e.g. 30d, 12h")))).transpose()?;
+            let max = max_size.as_deref().map(|s| parse_size(s).ok_or_else(|| Error::Usage(format!("--max-size {s}: expected e.g. 20G, 500M")))).transpose()?;
+            if age.is_none() && max.is_none() {
+                return Err(Error::Usage("give --older-than and/or --max-size".into()));
+            }
+            let list = entries(ctx);
+            let mut total: u64 = list.iter().map(|e| e.size).sum();
+            let mut freed = 0;
+            for e in &list {
+                let too_old = age.is_some_and(|a| e.age > a);
+                let too_big = max.is_some_and(|m| total > m);
+                if too_old || too_big {
+                    println!("{} {} ({} MiB, {})", if dry_run { "would remove" } else { "removing" }, e.name, e.size >> 20, e.what);
+                    if !dry_run {
+                        std::fs::remove_dir_all(ctx.cache.root.join("builds").join(&e.name)).map_err(Error::io(format!("cannot remove {}", e.name)))?;
+                    }
+                    total -= e.size;
+                    freed += e.size;
+                }
+            }
+            println!("freed {} MiB", freed >> 20);
+            Ok(exit::OK)
+        }
+    }
+}

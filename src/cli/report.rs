@@ -1,0 +1,47 @@
+//! `kmatrix report <results-dir>`: render a sweep's results.
+
+use std::path::PathBuf;
+
+use crate::cli::Ctx;
+use crate::error::{exit, Result};
+use crate::sweep::report;
+use crate::sweep::results::Results;
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Format {
+    Table,
+    Markdown,
+    Json,
+    Junit,
+    Html,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// A results directory written by `kmatrix sweep`.
+    dir: PathBuf,
+    #[arg(long, value_enum, default_value = "table")]
+    format: Format,
+    /// Compare with an earlier results directory: regressions and fixes
+    /// (exit 1 when there are regressions).
+    #[arg(long, value_name = "DIR")]
+    compare: Option<PathBuf>,
+}
+
+pub fn run(_ctx: &Ctx, a: Args) -> Result<i32> {
+    let r = Results::load(&a.dir)?;
+    if let Some(prev) = &a.compare {
+        let old = Results::load(prev)?;
+        let (text, regressions) = report::compare(&old, &r);
+        print!("{text}");
+        return Ok(if regressions > 0 { exit::KERNEL_FAILURE } else { exit::OK });
+    }
+    match a.format {
+        Format::Table => println!("{}", report::table(&r, std::io::IsTerminal::is_terminal(&std::io::stdout()))),
+        Format::Markdown => print!("{}", report::markdown(&r)),
+        Format::Json => println!("{}", serde_json::to_string_pretty(&r).expect("serialises")),
+        Format::Junit => println!("{}", report::junit(&r)),
+        Format::Html => print!("{}", report::html(&r)),
+    }
+    Ok(exit::OK)
+}

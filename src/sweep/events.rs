@@ -1,0 +1,16 @@
+//! The events joining the sweep runner to its reporters. Every reporter
+//! (terminal lines, live progress, the results writer) sees the same stream.
+
+use std::path::PathBuf;
+
+use super::results::CellResult;
+
+#[derive(Debug, Clone)]
+pub enum Event {
+    RunStarted { dir: PathBuf, cells: usize, to_run: usize, builds: usize, jobs: usize },
+    BuildStarted { build: String, arch: String, toolchain: String, cells: usize },
+    BuildFinished { build: String, ok: bool, reused: bool, seconds: f64, cpu_seconds: f64, detail: Option<String> },
+    BootStarted { cell: String, board: String },
+    CellFinished(Box<CellResult>),
+    RunFinished { interrupted: bool },
+}

@@ -1,0 +1,304 @@
+//! Reports rendered from `results.json`: terminal table (comfy-table),
+//! markdown, JSON, JUnit XML, a static HTML page, and the comparison of two
+//! runs (regressions and fixes).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use comfy_table::{presets, Cell, Color, Table};
+
+use super::results::{CellResult, Results, Verdict};
+
+/// Rows board × toolchain, columns kernel × config.
+struct Grid<'a> {
+    rows: Vec<(String, String)>,
+    cols: Vec<(String, String)>,
+    cells: BTreeMap<(String, String, String, String), &'a CellResult>,
+}
+
+fn grid(r: &Results) -> Grid<'_> {
+    let mut rows = Vec::new();
+    let mut cols = Vec::new();
+    let mut cells = BTreeMap::new();
+    for c in &r.cells {
+        let row = (c.board.clone(), c.toolchain.clone());
+        let col = (c.kernel.clone(), c.config.clone());
+        if !rows.contains(&row) {
+            rows.push(row.clone());
+        }
+        if !cols.contains(&col) {
+            cols.push(col.clone());
+        }
+        cells.insert((row.0, row.1, col.0, col.1), c);
+    }
+    rows.sort();
+    Grid { rows, cols, cells }
+}
+
+fn short(c: &CellResult) -> String {
+    match (c.verdict, c.boot_to_marker_seconds) {
+        (Verdict::Pass, Some(t)) => format!("pass {t:.2}s"),
+        (v, _) => v.name().to_string(),
+    }
+}
+
+fn color(v: Verdict) -> Color {
+    match v {
+        Verdict::Pass => Color::Green,
+        Verdict::Skip => Color::DarkGrey,
+        Verdict::InfraError => Color::Magenta,
+        _ => Color::Red,
+    }
+}
+
+pub fn summary(r: &Results) -> String {
+    let (pass, fail, skip, infra) = r.counts();
+    let mut s = format!("{pass} passed, {fail} failed, {skip} skipped");
+    if infra > 0 {
+        s.push_str(&format!(", {infra} infra errors"));
+    }
+    if !r.complete {
+        s.push_str(" (incomplete run)");
+    }
+    s
+}
+
+pub fn table(r: &Results, colour: bool) -> String {
+    let g = grid(r);
+    let mut t = Table::new();
+    t.load_style(presets::UTF8_FULL_CONDENSED);
+    if !colour {
+        t.force_no_tty();
+    } else {
+        t.enforce_styling();
+    }
+    let mut header = vec![Cell::new("board"), Cell::new("toolchain")];
+    header.extend(g.cols.iter().map(|(k, c)| Cell::new(format!("{k} {c}"))));
+    t.set_header(header);
+    for (b, tc) in &g.rows {
+        let mut row = vec![Cell::new(b), Cell::new(tc)];
+        for (k, c) in &g.cols {
+            row.push(match g.cells.get(&(b.clone(), tc.clone(), k.clone(), c.clone())) {
+                Some(cell) => Cell::new(short(cell)).fg(color(cell.verdict)),
+                None => Cell::new("-"),
+            });
+        }
+        t.add_row(row);
+    }
+    let mut out = format!("{t}\n");
+    for c in r.cells.iter().filter(|c| c.verdict != Verdict::Pass) {
+        if let Some(d) = &c.detail {
+            out.push_str(&format!("{:<11} {} {} {} {}: {d}\n", c.verdict.name(), c.board, c.toolchain, c.kernel, c.config));
+        }
+    }
+    out.push_str(&summary(r));
+    out
+}
+
+pub fn markdown(r: &Results) -> String {
+    let g = grid(r);
+    let mut s = String::from("| board | toolchain |");
+    for (k, c) in &g.cols {
+        s.push_str(&format!(" {k} {c} |"));
+    }
+    s.push_str("\n|---|---|");
+    s.push_str(&"---|".repeat(g.cols.len()));
+    s.push('\n');
+    for (b, tc) in &g.rows {
+        s.push_str(&format!("| {b} | {tc} |"));
+        for (k, c) in &g.cols {
+            let v = g.cells.get(&(b.clone(), tc.clone(), k.clone(), c.clone())).map(|c| short(c)).unwrap_or_else(|| "-".into());
+            s.push_str(&format!(" {v} |"));
+        }
+        s.push('\n');
+    }
+    s.push_str(&format!("\n{}\n", summary(r)));
+    s
+}
+
+pub fn junit(r: &Results) -> String {
+    use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
+    let mut report = Report::new("kmatrix");
+    let mut suites: BTreeMap<&str, TestSuite> = BTreeMap::new();
+    for c in &r.cells {
+        let status = match c.verdict {
+            Verdict::Pass => TestCaseStatus::success(),
+            Verdict::Skip => {
+                let mut s = TestCaseStatus::skipped();
+                s.set_message(c.detail.clone().unwrap_or_default());
+                s
+            }
+            v => {
+                let kind = if v == Verdict::InfraError { NonSuccessKind::Error } else { NonSuccessKind::Failure };
+                let mut s = TestCaseStatus::non_success(kind);
+                s.set_type(v.name());
+                s.set_message(c.detail.clone().unwrap_or_else(|| v.name().to_string()));
+                s
+            }
+        };
+        let mut tc = TestCase::new(format!("{}/{}/{}", c.toolchain, c.kernel, c.config), status);
+        tc.set_classname(c.board.clone());
+        let secs = c.build_seconds.unwrap_or(0.0) * f64::from(u8::from(c.build_reused != Some(true))) + c.boot_seconds.unwrap_or(0.0);
+        tc.set_time(Duration::from_secs_f64(secs.max(0.0)));
+        suites.entry(c.board.as_str()).or_insert_with(|| TestSuite::new(c.board.clone())).add_test_case(tc);
+    }
+    report.add_test_suites(suites.into_values());
+    report.to_string().unwrap_or_default()
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+pub fn html(r: &Results) -> String {
+    let g = grid(r);
+    let mut s = String::from(
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>kmatrix results</title>\n<style>\nbody{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.4em .6em;vertical-align:top}\n.pass{background:#d4f7d4}.skip{background:#eee;color:#666}.infra-error{background:#f3d4f7}.fail{background:#f7d4d4}small{display:block;color:#333;max-width:28em}\n</style></head><body>\n<h1>kmatrix results</h1>\n",
+    );
+    s.push_str(&format!("<p>{}</p>\n<table>\n<tr><th>board</th><th>toolchain</th>", esc(&summary(r))));
+    for (k, c) in &g.cols {
+        s.push_str(&format!("<th>{} {}</th>", esc(k), esc(c)));
+    }
+    s.push_str("</tr>\n");
+    for (b, tc) in &g.rows {
+        s.push_str(&format!("<tr><td>{}</td><td>{}</td>", esc(b), esc(tc)));
+        for (k, c) in &g.cols {
+            match g.cells.get(&(b.clone(), tc.clone(), k.clone(), c.clone())) {
+                None => s.push_str("<td>-</td>"),
+                Some(cell) => {
+                    let class = match cell.verdict {
+                        Verdict::Pass => "pass",
+                        Verdict::Skip => "skip",
+                        Verdict::InfraError => "infra-error",
+                        _ => "fail",
+                    };
+                    s.push_str(&format!("<td class=\"{class}\">{}", esc(&short(cell))));
+                    let mut links = Vec::new();
+                    if let Some(l) = &cell.build_log {
+                        links.push(format!("<a href=\"{}\">build log</a>", esc(l)));
+                    }
+                    if let Some(l) = &cell.console_log {
+                        links.push(format!("<a href=\"{}\">console</a>", esc(l)));
+                    }
+                    if !links.is_empty() {
+                        s.push_str(&format!(" ({})", links.join(", ")));
+                    }
+                    if let Some(d) = &cell.detail {
+                        s.push_str(&format!("<small>{}</small>", esc(d)));
+                    }
+                    s.push_str("</td>");
+                }
+            }
+        }
+        s.push_str("</tr>\n");
+    }
+    s.push_str("</table>\n</body></html>\n");
+    s
+}
+
+/// Regressions (pass → failure) and fixes (failure → pass) between two
+/// runs, matching cells by (board, toolchain, kernel, config).
+pub fn compare(old: &Results, new: &Results) -> (String, usize) {
+    let key = |c: &CellResult| (c.board.clone(), c.toolchain.clone(), c.kernel.clone(), c.config.clone());
+    let before: BTreeMap<_, _> = old.cells.iter().map(|c| (key(c), c)).collect();
+    let mut regressions = Vec::new();
+    let mut fixes = Vec::new();
+    let mut changed = Vec::new();
+    let mut seen = BTreeSet::new();
+    for c in &new.cells {
+        let k = key(c);
+        seen.insert(k.clone());
+        let Some(o) = before.get(&k) else { continue };
+        let name = format!("{} {} {} {}", c.board, c.toolchain, c.kernel, c.config);
+        match (o.verdict, c.verdict) {
+            (a, b) if a == b => {}
+            (Verdict::Pass, b) if b.is_kernel_failure() => regressions.push(format!("  {name}: pass -> {}{}", b.name(), c.detail.as_deref().map(|d| format!(" ({d})")).unwrap_or_default())),
+            (a, Verdict::Pass) if a.is_kernel_failure() => fixes.push(format!("  {name}: {} -> pass", a.name())),
+            (a, b) => changed.push(format!("  {name}: {} -> {}", a.name(), b.name())),
+        }
+    }
+    let mut s = format!("{} regressions, {} fixes, {} other changes\n", regressions.len(), fixes.len(), changed.len());
+    for (title, v) in [("regressions:", &regressions), ("fixes:", &fixes), ("other changes:", &changed)] {
+        if !v.is_empty() {
+            s.push_str(title);
+            s.push('\n');
+            for l in v.iter() {
+                s.push_str(l);
+                s.push('\n');
+            }
+        }
+    }
+    (s, regressions.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cell(board: &str, v: Verdict) -> CellResult {
+        CellResult {
+            id: format!("id-{board}"),
+            board: board.into(),
+            arch: "x".into(),
+            toolchain: "gcc".into(),
+            kernel: "k".into(),
+            kernel_version: None,
+            config: "tiny".into(),
+            emulator: "qemu".into(),
+            build: "b".into(),
+            verdict: v,
+            detail: (v != Verdict::Pass).then(|| "Kernel panic - not syncing: <oops>".into()),
+            build_seconds: Some(100.0),
+            build_cpu_seconds: Some(190.0),
+            build_reused: Some(false),
+            boot_seconds: Some(1.5),
+            boot_to_marker_seconds: (v == Verdict::Pass).then_some(0.5),
+            build_log: Some("logs/b.build.log".into()),
+            console_log: Some(format!("logs/id-{board}.console.log")),
+        }
+    }
+
+    fn results(cells: Vec<CellResult>) -> Results {
+        let mut r = Results::new(2);
+        r.started_at = 0;
+        r.complete = true;
+        r.cells = cells;
+        r
+    }
+
+    #[test]
+    fn table_and_summary() {
+        let r = results(vec![cell("a", Verdict::Pass), cell("b", Verdict::Panic), cell("c", Verdict::Skip)]);
+        let t = table(&r, false);
+        assert!(t.contains("pass 0.50s"), "{t}");
+        assert!(t.contains("panic"), "{t}");
+        assert!(t.ends_with("1 passed, 1 failed, 1 skipped"), "{t}");
+        assert_eq!(r.exit_code(), 1);
+    }
+
+    #[test]
+    fn html_escapes_and_links() {
+        let r = results(vec![cell("b", Verdict::Panic)]);
+        let h = html(&r);
+        assert!(h.contains("&lt;oops&gt;"));
+        assert!(h.contains("href=\"logs/id-b.console.log\""));
+    }
+
+    #[test]
+    fn junit_has_failures_and_skips() {
+        let r = results(vec![cell("a", Verdict::Pass), cell("b", Verdict::Timeout), cell("c", Verdict::Skip)]);
+        let x = junit(&r);
+        assert!(x.contains("<failure"), "{x}");
+        assert!(x.contains("<skipped"), "{x}");
+        assert!(x.contains("type=\"timeout\""), "{x}");
+    }
+
+    #[test]
+    fn compare_finds_regressions_and_fixes() {
+        let old = results(vec![cell("a", Verdict::Pass), cell("b", Verdict::Panic)]);
+        let new = results(vec![cell("a", Verdict::BootFail), cell("b", Verdict::Pass)]);
+        let (s, n) = compare(&old, &new);
+        assert_eq!(n, 1);
+        assert!(s.starts_with("1 regressions, 1 fixes"), "{s}");
+    }
+}

@@ -1,0 +1,164 @@
+//! `results.json`: the versioned record of a sweep (schema in README,
+//! "results.json"). Rewritten atomically after every finished cell, so a
+//! killed sweep leaves valid results for the cells it finished and
+//! `kmatrix sweep --resume <dir>` can run only the missing ones.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::cache::write_atomic;
+use crate::error::{Error, Result};
+
+pub const RESULTS_SCHEMA: u32 = 1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Verdict {
+    Pass,
+    BuildFail,
+    BootFail,
+    Panic,
+    Oops,
+    Timeout,
+    CmdFail,
+    InfraError,
+    Skip,
+}
+
+impl Verdict {
+    pub fn name(self) -> &'static str {
+        match self {
+            Verdict::Pass => "pass",
+            Verdict::BuildFail => "build-fail",
+            Verdict::BootFail => "boot-fail",
+            Verdict::Panic => "panic",
+            Verdict::Oops => "oops",
+            Verdict::Timeout => "timeout",
+            Verdict::CmdFail => "cmd-fail",
+            Verdict::InfraError => "infra-error",
+            Verdict::Skip => "skip",
+        }
+    }
+
+    /// The kernel (not kmatrix) failed.
+    pub fn is_kernel_failure(self) -> bool {
+        matches!(self, Verdict::BuildFail | Verdict::BootFail | Verdict::Panic | Verdict::Oops | Verdict::Timeout | Verdict::CmdFail)
+    }
+
+    pub fn from_outcome(o: &crate::boot::Outcome) -> Verdict {
+        use crate::boot::Outcome;
+        match o {
+            Outcome::Pass => Verdict::Pass,
+            Outcome::CmdFail { .. } => Verdict::CmdFail,
+            Outcome::BootFail { .. } => Verdict::BootFail,
+            Outcome::Panic { .. } => Verdict::Panic,
+            Outcome::Oops { .. } => Verdict::Oops,
+            Outcome::Timeout { .. } => Verdict::Timeout,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CellResult {
+    pub id: String,
+    pub board: String,
+    pub arch: String,
+    pub toolchain: String,
+    pub kernel: String,
+    pub kernel_version: Option<String>,
+    pub config: String,
+    pub emulator: String,
+    pub build: String,
+    pub verdict: Verdict,
+    /// Skip or failure reason, the panic line, or the first build error.
+    pub detail: Option<String>,
+    pub build_seconds: Option<f64>,
+    pub build_cpu_seconds: Option<f64>,
+    pub build_reused: Option<bool>,
+    pub boot_seconds: Option<f64>,
+    pub boot_to_marker_seconds: Option<f64>,
+    /// Paths relative to the results directory.
+    pub build_log: Option<String>,
+    pub console_log: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Results {
+    pub schema: u32,
+    pub kmatrix_version: String,
+    pub started_at: u64,
+    pub finished_at: Option<u64>,
+    /// Every planned cell has a result.
+    pub complete: bool,
+    pub interrupted: bool,
+    pub jobs: usize,
+    pub wall_seconds: Option<f64>,
+    /// kmatrix's own peak resident set (KiB), all threads.
+    pub peak_rss_kib: Option<u64>,
+    pub cells: Vec<CellResult>,
+}
+
+impl Results {
+    pub fn new(jobs: usize) -> Self {
+        Results {
+            schema: RESULTS_SCHEMA,
+            kmatrix_version: env!("CARGO_PKG_VERSION").into(),
+            started_at: now(),
+            finished_at: None,
+            complete: false,
+            interrupted: false,
+            jobs,
+            wall_seconds: None,
+            peak_rss_kib: None,
+            cells: Vec::new(),
+        }
+    }
+
+    pub fn load(dir: &Path) -> Result<Results> {
+        let p = dir.join("results.json");
+        let text = std::fs::read_to_string(&p).map_err(Error::io(format!("cannot read {}", p.display())))?;
+        let r: Results = serde_json::from_str(&text).map_err(|e| Error::Usage(format!("{}: not a kmatrix results file: {e}", p.display())))?;
+        if r.schema != RESULTS_SCHEMA {
+            return Err(Error::Usage(format!("{}: results schema {} (this kmatrix reads {RESULTS_SCHEMA})", p.display(), r.schema)));
+        }
+        Ok(r)
+    }
+
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        write_atomic(&dir.join("results.json"), serde_json::to_string_pretty(self).expect("serialises").as_bytes())
+    }
+
+    pub fn counts(&self) -> (usize, usize, usize, usize) {
+        let pass = self.cells.iter().filter(|c| c.verdict == Verdict::Pass).count();
+        let fail = self.cells.iter().filter(|c| c.verdict.is_kernel_failure()).count();
+        let skip = self.cells.iter().filter(|c| c.verdict == Verdict::Skip).count();
+        let infra = self.cells.iter().filter(|c| c.verdict == Verdict::InfraError).count();
+        (pass, fail, skip, infra)
+    }
+
+    /// 0 all pass or skip; 1 a kernel failed; 2 infra errors.
+    pub fn exit_code(&self) -> i32 {
+        use crate::error::exit;
+        let (_, fail, _, infra) = self.counts();
+        if self.interrupted {
+            exit::INTERRUPTED
+        } else if infra > 0 {
+            exit::INFRA
+        } else if fail > 0 {
+            exit::KERNEL_FAILURE
+        } else {
+            exit::OK
+        }
+    }
+}
+
+pub fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// Peak RSS of this process in KiB.
+pub fn peak_rss_kib() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    s.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()
+}

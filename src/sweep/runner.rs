@@ -1,0 +1,283 @@
+//! Executes a plan: one worker thread per kernel build, every make and every
+//! emulator holding tokens of one GNU make jobserver, so that at no moment
+//! more than `--jobs` compile jobs and boots run across the whole sweep.
+//!
+//! A worker configures and builds its kernel (make gets the jobserver via
+//! MAKEFLAGS, never `-j`), then boots each cell that uses that kernel, each
+//! boot holding one token. A failed build gives its cells `build-fail`; a
+//! missing tool or failed download gives `infra-error`; a kernel failure
+//! never stops the other workers. Results go out as [`Event`]s.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::Sender;
+use std::time::{Duration, Instant};
+
+use super::events::Event;
+use super::results::{CellResult, Verdict};
+use crate::boot::{self, BootSpec, Outcome};
+use crate::build::{self, BuildOutcome, Request};
+use crate::cache::Cache;
+use crate::descriptor::{Emulator, InitramfsMode, Registry};
+use crate::emulator::Gem5Install;
+use crate::error::{Error, Result};
+use crate::machine::{self, BootOptions};
+use crate::plan::{BuildUnit, Cell, CellState, Plan};
+use crate::source::{self, Source};
+
+pub struct Options {
+    pub jobs: usize,
+    pub dir: PathBuf,
+    /// Cells already finished (resume): not run again.
+    pub done: BTreeSet<String>,
+    pub no_output_timeout: Option<Duration>,
+}
+
+fn base_result(c: &Cell) -> CellResult {
+    CellResult {
+        id: c.id.clone(),
+        board: c.board.clone(),
+        arch: c.arch.clone(),
+        toolchain: c.toolchain.clone(),
+        kernel: c.kernel.clone(),
+        kernel_version: c.kernel_version.clone(),
+        config: c.config.clone(),
+        emulator: c.emulator.clone(),
+        build: c.build.clone(),
+        verdict: Verdict::Skip,
+        detail: None,
+        build_seconds: None,
+        build_cpu_seconds: None,
+        build_reused: None,
+        boot_seconds: None,
+        boot_to_marker_seconds: None,
+        build_log: None,
+        console_log: None,
+    }
+}
+
+/// Copies a log into the results directory (the cache may be collected).
+fn keep_log(dir: &Path, src: &Path, name: &str) -> Option<String> {
+    let rel = format!("logs/{name}");
+    std::fs::create_dir_all(dir.join("logs")).ok()?;
+    std::fs::copy(src, dir.join(&rel)).ok()?;
+    Some(rel)
+}
+
+pub fn run(
+    cache: &Cache,
+    reg: &Registry,
+    plan: &Plan,
+    opts: &Options,
+    gem5: &(dyn Fn(&str, &str) -> Option<Gem5Install> + Sync),
+    tx: Sender<Event>,
+) -> Result<()> {
+    let interrupted = boot::interrupted();
+    let pending: Vec<&Cell> = plan.cells.iter().filter(|c| !opts.done.contains(&c.id)).collect();
+    let _ = tx.send(Event::RunStarted {
+        dir: opts.dir.clone(),
+        cells: plan.cells.len(),
+        to_run: pending.iter().filter(|c| c.state == CellState::Pending).count(),
+        builds: plan.builds.len(),
+        jobs: opts.jobs,
+    });
+    for c in &pending {
+        if let CellState::Skip(reason) = &c.state {
+            let mut r = base_result(c);
+            r.detail = Some(reason.clone());
+            let _ = tx.send(Event::CellFinished(Box::new(r)));
+        }
+    }
+    let runnable: BTreeSet<&str> = pending.iter().filter(|c| c.state == CellState::Pending).map(|c| c.id.as_str()).collect();
+    let cells: BTreeMap<&str, &Cell> = plan.cells.iter().map(|c| (c.id.as_str(), c)).collect();
+
+    // Sources first, one at a time: unpacking is disk-bound and shared.
+    let mut sources: BTreeMap<String, std::result::Result<Source, String>> = BTreeMap::new();
+    for u in plan.builds.iter().filter(|u| u.cells.iter().any(|c| runnable.contains(c.as_str()))) {
+        let key = serde_json::to_string(&u.kernel.source).expect("serialises");
+        if !sources.contains_key(&key) {
+            let s = source::resolve(&u.kernel.source, cache, &|_| {}).map_err(|e| e.to_string());
+            sources.insert(key, s);
+        }
+    }
+
+    let jobs = jobserver::Client::new(opts.jobs.max(1)).map_err(Error::io("cannot create the make jobserver"))?;
+    std::thread::scope(|s| {
+        for unit in &plan.builds {
+            let my: Vec<&Cell> = unit.cells.iter().filter(|c| runnable.contains(c.as_str())).map(|c| cells[c.as_str()]).collect();
+            if my.is_empty() {
+                continue;
+            }
+            let tx = tx.clone();
+            let jobs = &jobs;
+            let sources = &sources;
+            s.spawn(move || {
+                let key = serde_json::to_string(&unit.kernel.source).expect("serialises");
+                let r = worker(cache, reg, unit, &my, &sources[&key], jobs, opts, gem5, &tx);
+                if let Err(e) = r {
+                    // Whatever the worker could not finish is an infra error.
+                    if !matches!(e, Error::Interrupted) {
+                        for c in &my {
+                            let mut res = base_result(c);
+                            res.verdict = Verdict::InfraError;
+                            res.detail = Some(e.to_string());
+                            let _ = tx.send(Event::CellFinished(Box::new(res)));
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let _ = tx.send(Event::RunFinished { interrupted: interrupted.load(Ordering::Relaxed) });
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn worker(
+    cache: &Cache,
+    reg: &Registry,
+    unit: &BuildUnit,
+    cells: &[&Cell],
+    source: &std::result::Result<Source, String>,
+    jobs: &jobserver::Client,
+    opts: &Options,
+    gem5: &(dyn Fn(&str, &str) -> Option<Gem5Install> + Sync),
+    tx: &Sender<Event>,
+) -> Result<()> {
+    let interrupted = boot::interrupted();
+    let source = source.as_ref().map_err(|e| Error::Infra(format!("kernel source: {e}")))?;
+    let arch = &reg.arches[&unit.arch];
+    let tc = &reg.toolchains[&unit.toolchain];
+    let board = &reg.boards[&cells[0].board];
+    let _ = tx.send(Event::BuildStarted { build: unit.id.clone(), arch: arch.id.clone(), toolchain: tc.id.clone(), cells: cells.len() });
+    let req = Request {
+        arch,
+        board,
+        toolchain: tc,
+        inputs: unit.inputs.clone(),
+        source,
+        allow_config_mismatch: false,
+        extra_targets: unit.targets.clone(),
+    };
+    let t0 = Instant::now();
+    let outcome = build::build(cache, &req, jobs, &|_| {})?;
+    let build_log_name = format!("{}.build.log", unit.id);
+    let (manifest, reused) = match outcome {
+        BuildOutcome::Built { manifest, reused } => {
+            let _ = tx.send(Event::BuildFinished {
+                build: unit.id.clone(),
+                ok: true,
+                reused,
+                seconds: if reused { 0.0 } else { manifest.build_seconds },
+                cpu_seconds: if reused { 0.0 } else { manifest.cpu_seconds },
+                detail: None,
+            });
+            (manifest, reused)
+        }
+        failed => {
+            let (detail, log) = match &failed {
+                BuildOutcome::ConfigMismatch { mismatches, config } => {
+                    (format!("config: {}", mismatches.iter().map(|m| m.to_string()).collect::<Vec<_>>().join("; ")), config.clone())
+                }
+                BuildOutcome::Failed { log, errors, step } => {
+                    (format!("{step}: {}", errors.first().cloned().unwrap_or_else(|| "make failed".into())), log.clone())
+                }
+                BuildOutcome::Built { .. } => unreachable!(),
+            };
+            let _ = tx.send(Event::BuildFinished { build: unit.id.clone(), ok: false, reused: false, seconds: t0.elapsed().as_secs_f64(), cpu_seconds: 0.0, detail: Some(detail.clone()) });
+            let kept = keep_log(&opts.dir, &log, &build_log_name);
+            for c in cells {
+                let mut r = base_result(c);
+                r.verdict = Verdict::BuildFail;
+                r.detail = Some(detail.clone());
+                r.build_log = kept.clone();
+                r.build_seconds = Some(t0.elapsed().as_secs_f64());
+                let _ = tx.send(Event::CellFinished(Box::new(r)));
+            }
+            return Ok(());
+        }
+    };
+    let build_log = keep_log(&opts.dir, &manifest.build_log, &build_log_name);
+    for c in cells {
+        if interrupted.load(Ordering::Relaxed) {
+            return Err(Error::Interrupted);
+        }
+        let mut r = base_result(c);
+        r.build_log = build_log.clone();
+        r.build_reused = Some(reused);
+        r.build_seconds = Some(manifest.build_seconds);
+        r.build_cpu_seconds = Some(manifest.cpu_seconds);
+        match boot_cell(cache, reg, c, &manifest, jobs, opts, gem5, tx) {
+            Ok((res, log)) => {
+                r.verdict = Verdict::from_outcome(&res.outcome);
+                r.detail = match &res.outcome {
+                    Outcome::Pass => None,
+                    Outcome::CmdFail { failed } => Some(format!("commands {failed:?} failed")),
+                    Outcome::BootFail { reason } | Outcome::Timeout { reason } => Some(reason.clone()),
+                    Outcome::Panic { line } | Outcome::Oops { line } => Some(line.clone()),
+                };
+                r.boot_seconds = Some(res.total.as_secs_f64());
+                r.boot_to_marker_seconds = res.boot_to_marker.map(|d| d.as_secs_f64());
+                r.console_log = Some(log);
+            }
+            Err(Error::Interrupted) => return Err(Error::Interrupted),
+            Err(e) => {
+                r.verdict = Verdict::InfraError;
+                r.detail = Some(e.to_string());
+            }
+        }
+        let _ = tx.send(Event::CellFinished(Box::new(r)));
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn boot_cell(
+    cache: &Cache,
+    reg: &Registry,
+    c: &Cell,
+    manifest: &build::Manifest,
+    jobs: &jobserver::Client,
+    opts: &Options,
+    gem5: &(dyn Fn(&str, &str) -> Option<Gem5Install> + Sync),
+    tx: &Sender<Event>,
+) -> Result<(boot::BootResult, String)> {
+    let board = &reg.boards[&c.board];
+    if board.kernel.initramfs == InitramfsMode::Embedded {
+        return Err(Error::Infra(format!("board `{}` needs an embedded initramfs, not supported by this kmatrix yet", board.id)));
+    }
+    let gem5 = match &board.emulator {
+        Emulator::Gem5(g) => Some(gem5(&g.isa, &g.variant).ok_or_else(|| Error::Infra("gem5 not built".into()))?),
+        Emulator::Qemu(_) => None,
+    };
+    // A manifest built for another board of the same arch may lack this
+    // board's image (gem5 wants vmlinux, QEMU an Image).
+    let mut manifest = manifest.clone();
+    manifest.image = manifest.dir.join(&board.kernel.image);
+    manifest.dtb = board.kernel.dtb.as_ref().map(|d| manifest.dir.join(d));
+    let run_dir = opts.dir.join("runs").join(&c.id);
+    std::fs::create_dir_all(&run_dir).map_err(Error::io(format!("cannot create {}", run_dir.display())))?;
+    let bopts = BootOptions { gem5, cmds: c.cmds.clone(), ..Default::default() };
+    let prepared = machine::prepare_boot(cache, reg, board, &c.toolchain, &manifest, &bopts, &run_dir, &|_| {})?;
+    // One token per running emulator: boots share the budget with builds.
+    let _token = jobs.acquire().map_err(Error::io("jobserver"))?;
+    let _ = tx.send(Event::BootStarted { cell: c.id.clone(), board: c.board.clone() });
+    let rel = format!("logs/{}.console.log", c.id);
+    let spec = BootSpec {
+        command: prepared.command,
+        nonce: prepared.nonce,
+        timeout: Duration::from_secs(c.timeout_secs),
+        no_output_timeout: if board.emulator.kind() == "qemu" { opts.no_output_timeout } else { None },
+        log: opts.dir.join(&rel),
+        echo: false,
+    };
+    let res = boot::run(&spec)?;
+    let _ = std::fs::remove_file(run_dir.join("initramfs.cpio.gz"));
+    Ok((res, rel))
+}
+
+/// Ids of cells finished in an earlier run (for `--resume`).
+pub fn finished(results: &super::results::Results) -> BTreeSet<String> {
+    results.cells.iter().filter(|c| c.verdict != Verdict::InfraError).map(|c| c.id.clone()).collect()
+}

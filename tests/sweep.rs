@@ -1,0 +1,151 @@
+//! Real sweeps (KMATRIX_TEST_REAL=1): the default matrix on the five QEMU
+//! machines, and a matrix of fault cells that must each be classified right
+//! while the healthy cell passes. Shares the kernel cache with real_boot.rs.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::sync::Mutex;
+
+use assert_cmd::Command;
+use serde_json::Value;
+
+static ONE_SWEEP_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn real() -> bool {
+    if std::env::var("KMATRIX_TEST_REAL").as_deref() == Ok("1") {
+        return true;
+    }
+    eprintln!("skipped: needs real compilers and QEMU; run with KMATRIX_TEST_REAL=1 (CI does)");
+    false
+}
+
+fn cache() -> PathBuf {
+    std::env::var_os("KMATRIX_TEST_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/kmatrix-test-cache"))
+}
+
+fn kmatrix(dir: &Path, args: &[&str]) -> Output {
+    let out = Command::cargo_bin("kmatrix").unwrap().current_dir(dir).env("KMATRIX_CACHE_DIR", cache()).env("CI", "1").args(args).output().unwrap();
+    eprintln!("$ kmatrix {}\n{}{}", args.join(" "), String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+fn results(dir: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("results.json")).unwrap()).unwrap()
+}
+
+fn verdict<'a>(r: &'a Value, board: &str, config: &str) -> &'a str {
+    r["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["board"] == board && c["config"] == config)
+        .unwrap_or_else(|| panic!("no cell {board}/{config}"))["verdict"]
+        .as_str()
+        .unwrap()
+}
+
+#[test]
+fn default_matrix_passes_on_the_qemu_machines_and_warm_rerun_builds_nothing() {
+    if !real() {
+        return;
+    }
+    let _g = ONE_SWEEP_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let res = dir.path().join("r1");
+    let out = kmatrix(dir.path(), &["sweep", "--filter", "toolchain=gcc", "--results-dir", res.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    let r = results(&res);
+    assert_eq!(r["schema"], 1);
+    assert_eq!(r["complete"], true);
+    for b in ["qemu-x86_64-pc", "qemu-aarch64-virt", "qemu-arm-versatilepb", "qemu-mips64-malta", "qemu-mips64el-malta"] {
+        assert_eq!(verdict(&r, b, "tiny"), "pass", "{b}");
+    }
+    for b in ["gem5-arm", "gem5-x86"] {
+        assert_eq!(verdict(&r, b, "tiny"), "skip", "{b}");
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("5 passed, 0 failed, 2 skipped"), "{stdout}");
+
+    // Warm: nothing changed, so no make runs and every build is reused.
+    let res2 = dir.path().join("r2");
+    let t = std::time::Instant::now();
+    let out = kmatrix(dir.path(), &["sweep", "--filter", "toolchain=gcc", "--results-dir", res2.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0));
+    let r2 = results(&res2);
+    for c in r2["cells"].as_array().unwrap().iter().filter(|c| c["verdict"] == "pass") {
+        assert_eq!(c["build_reused"], true, "{c}");
+    }
+    eprintln!("warm sweep: {:.1}s", t.elapsed().as_secs_f64());
+
+    // Reports render from the results directory.
+    for fmt in ["table", "markdown", "json", "junit", "html"] {
+        let o = kmatrix(dir.path(), &["report", res2.to_str().unwrap(), "--format", fmt]);
+        assert_eq!(o.status.code(), Some(0), "{fmt}");
+        assert!(!o.stdout.is_empty(), "{fmt}");
+    }
+    let o = kmatrix(dir.path(), &["report", res2.to_str().unwrap(), "--compare", res.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with("0 regressions"));
+}
+
+#[test]
+fn fault_cells_are_each_classified_while_the_healthy_cell_passes() {
+    if !real() {
+        return;
+    }
+    let _g = ONE_SWEEP_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    std::fs::create_dir_all(p.join("boards")).unwrap();
+    let virt = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("boards/qemu-aarch64-virt.toml")).unwrap();
+    // Same kernel, an init that does not exist: "Requested init ... failed" panic.
+    std::fs::write(p.join("boards/virt-panic.toml"), virt.replace("panic=-1\"", "panic=-1 rdinit=/does-not-exist\"")).unwrap();
+    // Same kernel; the cell's guest command never returns (see [[override]]).
+    std::fs::write(p.join("boards/virt-hang.toml"), &virt).unwrap();
+    std::fs::write(p.join("boards/virt-noemu.toml"), virt.replace("qemu-system-aarch64", "qemu-system-kmatrix-missing")).unwrap();
+    std::fs::write(
+        p.join("matrix.toml"),
+        r#"
+boards = ["qemu-aarch64-virt", "virt-panic", "virt-hang", "virt-noemu"]
+toolchains = ["gcc"]
+kernels = ["debian-6.1"]
+configs = ["tiny", "broken"]
+
+[kernel."debian-6.1"]
+version = "6.1"
+
+[config.tiny]
+
+[config.broken]
+# gen_initramfs fails on a source that does not exist: the build breaks.
+config = '''
+CONFIG_INITRAMFS_SOURCE="/nonexistent/kmatrix-test"
+'''
+
+[[exclude]]
+board = "virt-*"
+config = "broken"
+
+[[override]]
+board = "virt-hang"
+cmds = ["sleep 600"]
+"#,
+    )
+    .unwrap();
+    let res = p.join("results");
+    let out = kmatrix(p, &["sweep", "--no-output-timeout", "15", "--results-dir", res.to_str().unwrap()]);
+    let r = results(&res);
+    assert_eq!(verdict(&r, "qemu-aarch64-virt", "tiny"), "pass");
+    assert_eq!(verdict(&r, "qemu-aarch64-virt", "broken"), "build-fail");
+    assert_eq!(verdict(&r, "virt-panic", "tiny"), "panic");
+    assert_eq!(verdict(&r, "virt-hang", "tiny"), "timeout");
+    assert_eq!(verdict(&r, "virt-noemu", "tiny"), "infra-error");
+    // An infra error outranks kernel failures in the exit code.
+    assert_eq!(out.status.code(), Some(2));
+    let panic = r["cells"].as_array().unwrap().iter().find(|c| c["board"] == "virt-panic").unwrap();
+    assert!(panic["detail"].as_str().unwrap().contains("Kernel panic - not syncing"), "{panic}");
+    assert!(res.join(panic["console_log"].as_str().unwrap()).is_file());
+    let html = kmatrix(p, &["report", res.to_str().unwrap(), "--format", "html"]);
+    assert!(String::from_utf8_lossy(&html.stdout).contains("Kernel panic - not syncing"));
+}
