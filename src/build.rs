@@ -103,16 +103,20 @@ pub fn first_errors(log: &str, max: usize) -> Vec<String> {
         "no such file or directory",
         "no rule to make target",
         "undefined reference to",
+        "cannot open",
         "*** ",
     ];
-    log.lines()
+    let hits: Vec<&str> = log
+        .lines()
         .filter(|l| {
             let low = l.to_ascii_lowercase();
             PATTERNS.iter().any(|p| low.contains(p))
         })
-        .take(max)
-        .map(|l| l.trim().to_string())
-        .collect()
+        .collect();
+    // make's own "*** [...] Error 1" lines only say which rule failed: the
+    // tool's message (compiler, script) comes first.
+    let (make, tools): (Vec<&str>, Vec<&str>) = hits.into_iter().partition(|l| l.trim_start().starts_with("make"));
+    tools.into_iter().chain(make).take(max).map(|l| l.trim().to_string()).collect()
 }
 
 /// Runs one command with output appended to `log`; stdout lines also go to
@@ -369,9 +373,9 @@ mod tests {
 
     #[test]
     fn first_errors_finds_compiler_errors() {
-        let log = "  CC init/main.o\ninit/main.c:3:1: error: expected ';'\nmake[2]: *** [x] Error 1\nok\n";
+        let log = "  CC init/main.o\nmake[2]: *** [x] Error 1\ninit/main.c:3:1: error: expected ';'\nok\n";
         let e = first_errors(log, 5);
         assert_eq!(e.len(), 2);
-        assert!(e[0].contains("error: expected"));
+        assert!(e[0].contains("error: expected"), "{e:?}");
     }
 }

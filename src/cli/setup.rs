@@ -73,8 +73,11 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         println!("all packages are installed");
     }
     if !a.dry_run {
-        for b in &boards {
-            let arch = &reg.arches[&b.arch];
+        let mut arches: Vec<&str> = boards.iter().map(|b| b.arch.as_str()).collect();
+        arches.sort();
+        arches.dedup();
+        for id in arches {
+            let arch = &reg.arches[id];
             if arch.debian_arch.is_some() {
                 let p = busybox::locate(&ctx.cache, arch, None)?;
                 println!("busybox for {}: {}", arch.id, p.display());

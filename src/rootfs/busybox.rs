@@ -45,6 +45,9 @@ pub fn locate(cache: &Cache, arch: &Arch, explicit: Option<&Path>) -> Result<Pat
 
 fn fetch_deb(dir: &Path, deb_arch: &str) -> Result<()> {
     let tmp = tempfile::tempdir().map_err(Error::io("cannot create a temporary directory"))?;
+    // apt drops root privileges to `_apt` for downloads: let it write here.
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o777));
     let pkg = format!("busybox-static:{deb_arch}");
     let st = Command::new("apt-get").args(["download", "-q", &pkg]).current_dir(tmp.path()).status().map_err(Error::io("cannot run apt-get"))?;
     if !st.success() {
