@@ -149,3 +149,72 @@ cmds = ["sleep 600"]
     let html = kmatrix(p, &["report", res.to_str().unwrap(), "--format", "html"]);
     assert!(String::from_utf8_lossy(&html.stdout).contains("Kernel panic - not syncing"));
 }
+
+#[test]
+fn interrupted_sweep_keeps_valid_results_kills_children_and_resumes() {
+    if !real() {
+        return;
+    }
+    let _g = ONE_SWEEP_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    std::fs::create_dir_all(p.join("boards")).unwrap();
+    let virt = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("boards/qemu-aarch64-virt.toml")).unwrap();
+    std::fs::write(p.join("boards/virt-slow.toml"), &virt).unwrap();
+    let matrix = |cmd: &str| {
+        format!(
+            "boards = [\"qemu-aarch64-virt\", \"virt-slow\"]\ntoolchains = [\"gcc\"]\nkernels = [\"k\"]\nconfigs = [\"tiny\"]\n[kernel.k]\n[config.tiny]\n[[override]]\nboard = \"virt-slow\"\ncmds = [\"{cmd}\"]\n"
+        )
+    };
+    std::fs::write(p.join("matrix.toml"), matrix("sleep 600")).unwrap();
+    let res = p.join("results");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kmatrix"))
+        .current_dir(p)
+        .env("KMATRIX_CACHE_DIR", cache())
+        .env("CI", "1")
+        .args(["sweep", "--no-output-timeout", "300", "--results-dir", res.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the healthy cell is recorded and the slow one is booting.
+    let t = std::time::Instant::now();
+    loop {
+        assert!(t.elapsed().as_secs() < 600, "sweep never got going");
+        let n = std::fs::read_to_string(res.join("results.json")).ok().and_then(|s| serde_json::from_str::<Value>(&s).ok()).map(|v| v["cells"].as_array().map(|a| a.len()).unwrap_or(0)).unwrap_or(0);
+        if n >= 1 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    // SAFETY: signalling our own child.
+    unsafe { libc_kill(child.id() as i32, 2) };
+    let out = child.wait_with_output().unwrap();
+    eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(130), "Ctrl-C exits 130");
+    let r = results(&res);
+    assert_eq!(r["interrupted"], true);
+    assert_eq!(r["complete"], false);
+    assert_eq!(r["cells"].as_array().unwrap().len(), 1);
+    assert_eq!(verdict(&r, "qemu-aarch64-virt", "tiny"), "pass");
+    // No emulator of this run survives kmatrix.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let left = std::process::Command::new("pgrep").args(["-f", res.to_str().unwrap()]).output().unwrap();
+    assert!(left.stdout.is_empty(), "processes left behind: {}", String::from_utf8_lossy(&left.stdout));
+
+    // Resume runs only the missing cell (now quick) and keeps the first.
+    std::fs::write(p.join("matrix.toml"), matrix("true")).unwrap();
+    let out = kmatrix(p, &["sweep", "--resume", res.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0));
+    let r2 = results(&res);
+    assert_eq!(r2["complete"], true);
+    assert_eq!(verdict(&r2, "virt-slow", "tiny"), "pass");
+    let first = |r: &Value| r["cells"].as_array().unwrap().iter().find(|c| c["board"] == "qemu-aarch64-virt").unwrap()["console_log"].clone();
+    assert_eq!(first(&r), first(&r2), "the finished cell was not run again");
+}
+
+unsafe extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
