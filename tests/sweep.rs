@@ -168,7 +168,7 @@ fn interrupted_sweep_keeps_valid_results_kills_children_and_resumes() {
     };
     std::fs::write(p.join("matrix.toml"), matrix("sleep 600")).unwrap();
     let res = p.join("results");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kmatrix"))
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_kmatrix"))
         .current_dir(p)
         .env("KMATRIX_CACHE_DIR", cache())
         .env("CI", "1")
