@@ -256,7 +256,9 @@ pub fn build(cache: &Cache, req: &Request, jobs: &jobserver::Client, echo: &dyn 
         if !ok {
             let text = std::fs::read_to_string(&log).unwrap_or_default();
             let kept = keep_failed(stage, &builds, "config")?;
-            return Ok(BuildOutcome::Failed { log: kept.join("config.log"), errors: first_errors(&text, 10), step: "configure".into() });
+            let errors = first_errors(&text, 10);
+            record_failure(&kept, "configure", &errors);
+            return Ok(BuildOutcome::Failed { log: kept.join("config.log"), errors, step: "configure".into() });
         }
     }
     let config_text = std::fs::read_to_string(stage.path().join(".config")).map_err(Error::io("cannot read the final .config"))?;
@@ -303,6 +305,7 @@ pub fn build(cache: &Cache, req: &Request, jobs: &jobserver::Client, echo: &dyn 
     let r = recipe::recipe(&paths, arch, tc, &req.inputs, &targets, ccache, &req.source.timestamp);
     let log = dir.join("build.log");
     let _ = std::fs::remove_file(&log);
+    let _ = std::fs::remove_file(dir.join("failure.json"));
     echo(&format!("building {} in {}", targets.join(" "), dir.display()));
     let t0 = Instant::now();
     let (ok, c) = run_logged(&r.build, &log, Some(jobs), echo)?;
@@ -310,7 +313,9 @@ pub fn build(cache: &Cache, req: &Request, jobs: &jobserver::Client, echo: &dyn 
     let secs = t0.elapsed().as_secs_f64();
     if !ok {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
-        return Ok(BuildOutcome::Failed { errors: first_errors(&text, 10), log, step: "build".into() });
+        let errors = first_errors(&text, 10);
+        record_failure(&dir, "build", &errors);
+        return Ok(BuildOutcome::Failed { errors, log, step: "build".into() });
     }
     let image = dir.join(&req.board.kernel.image);
     if !image.is_file() {
@@ -337,6 +342,12 @@ pub fn build(cache: &Cache, req: &Request, jobs: &jobserver::Client, echo: &dyn 
     };
     write_atomic(&dir.join("manifest.json"), serde_json::to_string_pretty(&m).expect("serialises").as_bytes())?;
     Ok(BuildOutcome::Built { manifest: m, reused: false })
+}
+
+/// `failure.json` beside a failed build: its step and first error lines.
+fn record_failure(dir: &Path, step: &str, errors: &[String]) {
+    let v = serde_json::json!({ "step": step, "errors": errors });
+    let _ = write_atomic(&dir.join("failure.json"), v.to_string().as_bytes());
 }
 
 fn read_manifest(dir: &Path) -> Option<Manifest> {
