@@ -21,6 +21,7 @@ pub mod build;
 pub mod cache;
 pub mod cli;
 pub mod command;
+pub mod debug;
 pub mod descriptor;
 pub mod emulator;
 pub mod error;

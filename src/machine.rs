@@ -90,6 +90,10 @@ pub struct BootOptions {
     pub interactive: bool,
     pub gem5: Option<crate::emulator::Gem5Install>,
     pub modules: Vec<PathBuf>,
+    /// gdbstub on 127.0.0.1:port.
+    pub gdb_port: Option<u16>,
+    /// CPU stopped at reset until the debugger continues.
+    pub halted: bool,
 }
 
 /// A boot ready to run: the emulator argv and the marker nonce.
@@ -155,6 +159,8 @@ pub fn prepare_boot(
         extra_args: o.emu_args.clone(),
         outdir: Some(run_dir.join("m5out")),
         gem5: o.gem5.clone(),
+        gdb_port: o.gdb_port,
+        halted: o.halted,
         ..Default::default()
     };
     Ok(PreparedBoot { command: crate::emulator::command(board, &inputs), nonce, run_dir: run_dir.to_path_buf() })

@@ -7,35 +7,16 @@
 //! every test and every later run. One build runs at a time: each already
 //! uses every core through its jobserver.
 
-use std::path::{Path, PathBuf};
+mod common;
+use common::{kmatrix, real};
 use std::process::Output;
 use std::sync::Mutex;
 
-use assert_cmd::Command;
 
 static BUILD_LOCK: Mutex<()> = Mutex::new(());
 
-fn real() -> bool {
-    if std::env::var("KMATRIX_TEST_REAL").as_deref() == Ok("1") {
-        return true;
-    }
-    eprintln!("skipped: needs real compilers and QEMU; run with KMATRIX_TEST_REAL=1 (CI does)");
-    false
-}
 
-fn cache() -> PathBuf {
-    std::env::var_os("KMATRIX_TEST_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/kmatrix-test-cache"))
-}
 
-/// kmatrix run from an empty directory (only the built-in descriptors).
-fn kmatrix(args: &[&str]) -> Output {
-    let dir = tempfile::tempdir().unwrap();
-    let out = Command::cargo_bin("kmatrix").unwrap().current_dir(dir.path()).env("KMATRIX_CACHE_DIR", cache()).args(args).output().unwrap();
-    eprintln!("$ kmatrix {}\n{}{}", args.join(" "), String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    out
-}
 
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()

@@ -2,33 +2,19 @@
 //! machines, and a matrix of fault cells that must each be classified right
 //! while the healthy cell passes. Shares the kernel cache with real_boot.rs.
 
-use std::path::{Path, PathBuf};
-use std::process::Output;
+mod common;
+use common::{cache, real};
+use std::path::Path;
 use std::sync::Mutex;
 
-use assert_cmd::Command;
 use serde_json::Value;
 
 static ONE_SWEEP_AT_A_TIME: Mutex<()> = Mutex::new(());
 
-fn real() -> bool {
-    if std::env::var("KMATRIX_TEST_REAL").as_deref() == Ok("1") {
-        return true;
-    }
-    eprintln!("skipped: needs real compilers and QEMU; run with KMATRIX_TEST_REAL=1 (CI does)");
-    false
-}
 
-fn cache() -> PathBuf {
-    std::env::var_os("KMATRIX_TEST_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/kmatrix-test-cache"))
-}
 
-fn kmatrix(dir: &Path, args: &[&str]) -> Output {
-    let out = Command::cargo_bin("kmatrix").unwrap().current_dir(dir).env("KMATRIX_CACHE_DIR", cache()).env("CI", "1").args(args).output().unwrap();
-    eprintln!("$ kmatrix {}\n{}{}", args.join(" "), String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    out
+fn kmatrix(dir: &Path, args: &[&str]) -> std::process::Output {
+    common::kmatrix_in(dir, args)
 }
 
 fn results(dir: &Path) -> Value {

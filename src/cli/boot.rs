@@ -52,9 +52,19 @@ pub struct Args {
     /// Print make's output while building.
     #[arg(long, short)]
     pub verbose: bool,
+    /// Start halted with a gdbstub on a free loopback port and print how to
+    /// attach (`kmatrix debug --attach PORT`). Implies --profile debug.
+    #[arg(long, conflicts_with = "check")]
+    pub gdb: bool,
+    /// Put a kernel module into the initramfs (/lib/modules/<name>; repeatable).
+    #[arg(long = "module", value_name = "FILE.ko")]
+    pub modules: Vec<PathBuf>,
 }
 
-pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
+pub fn run(ctx: &Ctx, mut a: Args) -> Result<i32> {
+    if a.gdb && a.build.profile.is_none() {
+        a.build.profile = Some("debug".into());
+    }
     let reg = ctx.registry()?;
     let board = select_board(&reg, a.build.arch.as_deref(), a.build.board.as_deref())?;
     let opts = a.build.options()?;
@@ -80,9 +90,14 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     };
 
     let run_dir = ctx.cache.dir("runs")?.join(format!("{}-{}", machine::stamp(), board.id));
+    let gdb_port = if a.gdb { Some(crate::debug::free_port()?) } else { None };
+    let mut append = a.append.clone();
+    if a.gdb {
+        append.push("nokaslr".into());
+    }
     let bopts = machine::BootOptions {
         cmds: a.cmds.clone(),
-        append: a.append.clone(),
+        append,
         init: a.init.clone(),
         busybox: a.busybox.clone(),
         memory_mib: a.memory,
@@ -90,10 +105,21 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         emu_args: a.emu_args.clone(),
         interactive,
         gem5,
-        modules: vec![],
+        modules: a.modules.clone(),
+        gdb_port,
+        halted: a.gdb,
     };
     let prepared = machine::prepare_boot(&ctx.cache, &reg, board, &opts.toolchain, &manifest, &bopts, &run_dir, &say)?;
     let (cmd, nonce) = (prepared.command, prepared.nonce);
+    if let Some(port) = gdb_port {
+        let sel = match (&a.build.arch, &a.build.board) {
+            (_, Some(b)) => format!("--board {b}"),
+            (Some(x), None) => format!("--arch {x}"),
+            _ => String::new(),
+        };
+        say(&format!("the machine waits for a debugger on 127.0.0.1:{port}; attach with:"));
+        say(&format!("  kmatrix debug {sel} --attach {port}"));
+    }
     if interactive {
         say(&format!("booting {} (Ctrl-A x quits QEMU)", board.id));
         say(&format!("{cmd}"));

@@ -5,8 +5,10 @@ mod boot;
 mod build;
 mod cache;
 mod check;
+mod debug;
 mod doctor;
 mod list;
+mod module;
 mod plan;
 mod report;
 mod setup;
@@ -64,6 +66,10 @@ pub enum Cmd {
     Report(report::Args),
     /// Inspect or trim the build cache.
     Cache(cache::Args),
+    /// gdb on a kernel: debug build, halted boot, gdb-multiarch attached.
+    Debug(debug::Args),
+    /// Out-of-tree kernel modules.
+    Module(module::Args),
 }
 
 /// Shared state of one invocation.
@@ -132,6 +138,8 @@ pub fn main() -> i32 {
         Cmd::Sweep(a) => sweep::run(&ctx, a),
         Cmd::Report(a) => report::run(&ctx, a),
         Cmd::Cache(a) => cache::run(&ctx, a),
+        Cmd::Debug(a) => debug::run(&ctx, a),
+        Cmd::Module(a) => module::run(&ctx, a),
     };
     match result {
         Ok(code) => code,

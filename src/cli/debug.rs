@@ -1,0 +1,90 @@
+//! `kmatrix debug`: gdb on a kernel in one command. Builds with the `debug`
+//! profile, boots halted with `nokaslr` and a loopback gdbstub on a free
+//! port, and starts gdb-multiarch with the arch's settings, the lx-* scripts
+//! and a breakpoint. `--attach PORT` joins a VM started by `boot --gdb`.
+
+use std::path::PathBuf;
+
+use crate::build::BuildOutcome;
+use crate::cli::build::{progress, report_failure, say, BuildArgs};
+use crate::cli::{select_board, Ctx};
+use crate::debug::{self, Session};
+use crate::descriptor::Emulator;
+use crate::error::{Error, Result};
+use crate::machine::{self, BootOptions};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub build: BuildArgs,
+    /// Breakpoint location (repeatable).
+    #[arg(long = "break", value_name = "LOCATION", default_value = "start_kernel")]
+    pub breaks: Vec<String>,
+    /// Run without a terminal: attach, continue to the breakpoint, run the
+    /// --ex commands, exit.
+    #[arg(long)]
+    pub batch: bool,
+    /// A gdb command to run after stopping (repeatable).
+    #[arg(long = "ex", value_name = "GDB-COMMAND", allow_hyphen_values = true)]
+    pub ex: Vec<String>,
+    /// Attach to a VM already waiting on 127.0.0.1:PORT (`kmatrix boot --gdb`).
+    #[arg(long, value_name = "PORT")]
+    pub attach: Option<u16>,
+    /// Put a kernel module into the initramfs (/lib/modules/<name>; repeatable).
+    #[arg(long = "module", value_name = "FILE.ko")]
+    pub modules: Vec<PathBuf>,
+    /// Run a command in the guest after boot (repeatable), e.g. an insmod.
+    #[arg(long = "cmd", value_name = "COMMAND")]
+    pub cmds: Vec<String>,
+    #[arg(long, value_name = "ARGS")]
+    pub append: Vec<String>,
+    #[arg(long, short)]
+    pub verbose: bool,
+}
+
+pub fn run(ctx: &Ctx, mut a: Args) -> Result<i32> {
+    let reg = ctx.registry()?;
+    let board = select_board(&reg, a.build.arch.as_deref(), a.build.board.as_deref())?;
+    let arch = &reg.arches[&board.arch];
+    if a.build.profile.is_none() {
+        a.build.profile = Some("debug".into());
+    }
+    let opts = a.build.options()?;
+    let manifest = match machine::build(&ctx.cache, &reg, board, &opts, &progress(a.verbose))? {
+        BuildOutcome::Built { manifest, .. } => manifest,
+        other => return Ok(report_failure(&other)),
+    };
+    if !manifest.dir.join("vmlinux-gdb.py").exists() {
+        say("vmlinux-gdb.py is missing (CONFIG_GDB_SCRIPTS off?): the lx-* commands will not work");
+    }
+    let mut session = Session {
+        arch,
+        manifest: &manifest,
+        port: 0,
+        breakpoints: a.breaks.clone(),
+        batch: a.batch.then(|| a.ex.clone()),
+        continue_first: true,
+    };
+    if let Some(port) = a.attach {
+        session.port = port;
+        let gdb = debug::gdb_command(&session);
+        let st = gdb.to_command().status().map_err(|_| Error::MissingTool { tool: "gdb-multiarch".into(), package: Some("gdb-multiarch".into()) })?;
+        return Ok(st.code().unwrap_or(1));
+    }
+    let gem5 = match &board.emulator {
+        Emulator::Gem5(g) => Some(ctx.gem5_install(&g.isa, &g.variant).ok_or_else(|| Error::Infra(format!("gem5 not built: run `kmatrix emulator build gem5 --isa {}`", g.isa)))?),
+        Emulator::Qemu(_) => None,
+    };
+    let port = debug::free_port()?;
+    session.port = port;
+    let run_dir = ctx.cache.dir("runs")?.join(format!("{}-{}-debug", machine::stamp(), board.id));
+    let mut append = a.append.clone();
+    // A randomised kernel never hits a breakpoint set from vmlinux.
+    append.push("nokaslr".into());
+    let bopts = BootOptions { cmds: a.cmds.clone(), append, modules: a.modules.clone(), gem5, gdb_port: Some(port), halted: true, ..Default::default() };
+    let prepared = machine::prepare_boot(&ctx.cache, &reg, board, &opts.toolchain, &manifest, &bopts, &run_dir, &say)?;
+    let console = run_dir.join("console.log");
+    say(&format!("guest console: {}", console.display()));
+    say(&format!("gdbstub: 127.0.0.1:{port}"));
+    debug::run(&prepared.command, &console, &session)
+}

@@ -1,0 +1,84 @@
+//! Debug sessions: a kernel built with the `debug` profile, booted halted at
+//! reset with `nokaslr` and a gdbstub on 127.0.0.1 at a free port, and
+//! gdb-multiarch attached with the arch's settings and the kernel's lx-*
+//! scripts. Also out-of-tree modules built against a cached kernel.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use crate::boot::{kill_group, spawn_group};
+use crate::build::Manifest;
+use crate::command::CommandSpec;
+use crate::descriptor::{Arch, Toolchain};
+use crate::error::{Error, Result};
+use crate::gdb::{self, Attach};
+use crate::recipe;
+use crate::source::Source;
+
+/// A free TCP port on loopback (the OS picks; two sessions never collide
+/// on a fixed 1234).
+pub fn free_port() -> Result<u16> {
+    let l = TcpListener::bind("127.0.0.1:0").map_err(Error::io("cannot find a free port"))?;
+    Ok(l.local_addr().map_err(Error::io("cannot find a free port"))?.port())
+}
+
+pub struct Session<'a> {
+    pub arch: &'a Arch,
+    pub manifest: &'a Manifest,
+    pub port: u16,
+    pub breakpoints: Vec<String>,
+    /// Run these after attaching (and `continue`), then exit.
+    pub batch: Option<Vec<String>>,
+    /// Continue to the first breakpoint before handing over.
+    pub continue_first: bool,
+}
+
+pub fn gdb_command(s: &Session) -> CommandSpec {
+    let attach = Attach { vmlinux: s.manifest.vmlinux.clone(), build_dir: s.manifest.dir.clone(), port: s.port, breakpoints: s.breakpoints.clone() };
+    let mut extra = Vec::new();
+    if s.continue_first {
+        extra.push("continue".to_string());
+    }
+    if let Some(b) = &s.batch {
+        extra.extend(b.iter().cloned());
+    }
+    gdb::command(s.arch, &attach, s.batch.is_some(), &extra)
+}
+
+/// Starts the emulator (halted, console to a file) and runs gdb against it.
+/// Returns gdb's exit status; the emulator's process group is always killed.
+pub fn run(emulator: &CommandSpec, console: &Path, s: &Session) -> Result<i32> {
+    let log = std::fs::File::create(console).map_err(Error::io(format!("cannot create {}", console.display())))?;
+    let mut emu = spawn_group(emulator, Stdio::from(log), Stdio::null())?;
+    let gdb = gdb_command(s);
+    let status = gdb.to_command().status();
+    kill_group(&mut emu, std::time::Duration::from_secs(1));
+    let status = status.map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => Error::MissingTool { tool: "gdb-multiarch".into(), package: Some("gdb-multiarch".into()) },
+        _ => Error::Io { context: "cannot run gdb-multiarch".into(), source: e },
+    })?;
+    Ok(status.code().unwrap_or(1))
+}
+
+/// `make M=<dir> modules` against a built kernel; returns the .ko files.
+pub fn build_module(arch: &Arch, tc: &Toolchain, source: &Source, manifest: &Manifest, dir: &Path) -> Result<(bool, Vec<PathBuf>, String)> {
+    let dir = dir.canonicalize().map_err(Error::io(format!("cannot find module directory {}", dir.display())))?;
+    let ccache = crate::host::which("ccache").is_some();
+    let mut cmd = CommandSpec::new("make").arg("-C").arg(source.dir.display().to_string()).arg(format!("O={}", manifest.dir.display()));
+    for (k, v) in recipe::make_vars(arch, tc, ccache) {
+        cmd = cmd.arg(format!("{k}={v}"));
+    }
+    for (k, v) in recipe::reproducible_env(&source.timestamp) {
+        cmd = cmd.env(k, v);
+    }
+    cmd = cmd.arg(format!("M={}", dir.display())).arg("modules");
+    let out = cmd.to_command().output().map_err(Error::io("cannot run make"))?;
+    let log = format!("$ {cmd}\n{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let kos = std::fs::read_dir(&dir)
+        .map_err(Error::io(format!("cannot list {}", dir.display())))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "ko"))
+        .collect();
+    Ok((out.status.success(), kos, log))
+}

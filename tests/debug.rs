@@ -1,0 +1,83 @@
+//! Real gdb sessions (KMATRIX_TEST_REAL=1): each QEMU machine stops at
+//! start_kernel with a source-level backtrace and working lx-* scripts, and
+//! a module's init function is reachable after insmod via lx-symbols.
+
+mod common;
+use common::{kmatrix, real};
+use std::sync::Mutex;
+
+
+static BUILD_LOCK: Mutex<()> = Mutex::new(());
+
+
+
+
+fn stops_at_start_kernel(arch: &str) {
+    if !real() {
+        return;
+    }
+    {
+        let _g = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        assert_eq!(kmatrix(&["build", "--arch", arch, "--profile", "debug"]).status.code(), Some(0));
+    }
+    let out = kmatrix(&["debug", "--arch", arch, "--batch", "--ex", "bt", "--ex", "lx-version"]);
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{s}");
+    let bt = regex::Regex::new(r"start_kernel \(\) at \S*init/main\.c:\d+").unwrap();
+    assert!(bt.is_match(&s), "no start_kernel frame with init/main.c:<line>: {s}");
+    assert!(s.contains("Linux version 6.1"), "lx-version did not print the banner: {s}");
+}
+
+#[test]
+fn gdb_x86_64() {
+    stops_at_start_kernel("x86_64");
+}
+
+#[test]
+fn gdb_aarch64() {
+    stops_at_start_kernel("aarch64");
+}
+
+#[test]
+fn gdb_arm_versatilepb() {
+    stops_at_start_kernel("arm");
+}
+
+#[test]
+fn gdb_mips64_big_endian() {
+    stops_at_start_kernel("mips64");
+}
+
+#[test]
+fn gdb_mips64el() {
+    stops_at_start_kernel("mips64el");
+}
+
+#[test]
+fn breaks_in_a_module_init_after_insmod() {
+    if !real() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("kmx_hello.c"),
+        "#include <linux/module.h>\n#include <linux/init.h>\nstatic int __init kmx_hello_init(void)\n{\n\tpr_info(\"kmx_hello loaded\\n\");\n\treturn 0;\n}\nstatic void __exit kmx_hello_exit(void) {}\nmodule_init(kmx_hello_init);\nmodule_exit(kmx_hello_exit);\nMODULE_LICENSE(\"GPL\");\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("Kbuild"), "obj-m := kmx_hello.o\n").unwrap();
+    let d = dir.path().to_str().unwrap();
+    {
+        let _g = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let out = kmatrix(&["module", "build", "--arch", "aarch64", d]);
+        assert_eq!(out.status.code(), Some(0));
+    }
+    let ko = dir.path().join("kmx_hello.ko");
+    assert!(ko.is_file());
+    let out = kmatrix(&[
+        "debug", "--arch", "aarch64", "--module", ko.to_str().unwrap(), "--cmd", "insmod /lib/modules/kmx_hello.ko",
+        "--break", "do_init_module", "--batch",
+        "--ex", &format!("lx-symbols {d}"), "--ex", "break kmx_hello_init", "--ex", "continue", "--ex", "bt",
+    ]);
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(s.contains("kmx_hello_init () at"), "did not stop in the module's init: {s}");
+}
