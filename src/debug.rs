@@ -51,6 +51,9 @@ pub fn gdb_command(s: &Session) -> CommandSpec {
 pub fn run(emulator: &CommandSpec, console: &Path, s: &Session) -> Result<i32> {
     let log = std::fs::File::create(console).map_err(Error::io(format!("cannot create {}", console.display())))?;
     let mut emu = spawn_group(emulator, Stdio::from(log), Stdio::null())?;
+    if s.batch.is_none() {
+        console_pane(console, emu.id());
+    }
     let gdb = gdb_command(s);
     let status = gdb.to_command().status();
     kill_group(&mut emu, std::time::Duration::from_secs(1));
@@ -59,6 +62,18 @@ pub fn run(emulator: &CommandSpec, console: &Path, s: &Session) -> Result<i32> {
         _ => Error::Io { context: "cannot run gdb-multiarch".into(), source: e },
     })?;
     Ok(status.code().unwrap_or(1))
+}
+
+/// Inside tmux, shows the guest console in a pane under gdb's; the pane
+/// closes when the emulator exits.
+fn console_pane(console: &Path, emulator_pid: u32) {
+    if std::env::var_os("TMUX").is_none() || crate::host::which("tmux").is_none() {
+        return;
+    }
+    let _ = std::process::Command::new("tmux")
+        .args(["split-window", "-d", "-v", "-l", "30%", "tail", &format!("--pid={emulator_pid}"), "-n", "+1", "-f"])
+        .arg(console)
+        .status();
 }
 
 /// `make M=<dir> modules` against a built kernel; returns the .ko files.

@@ -133,3 +133,27 @@ fn recipe_per_board() {
         insta::assert_snapshot!(format!("recipe-{}", board.id), text);
     }
 }
+
+/// The gdb setup per arch: vmlinux first, the arch's architecture, endian
+/// and (mips) n64 ABI before `target remote`, the arch's breakpoint kind.
+#[test]
+fn gdb_setup_per_arch() {
+    let reg = kmatrix::descriptor::load(&kmatrix::descriptor::Layers::default()).unwrap();
+    for arch in reg.arches.values() {
+        let a = kmatrix::gdb::Attach {
+            vmlinux: "/B/vmlinux".into(),
+            build_dir: "/B".into(),
+            port: 1234,
+            breakpoints: vec!["start_kernel".into()],
+        };
+        let cmds = kmatrix::gdb::setup_commands(arch, &a);
+        let remote = cmds.iter().position(|c| c.starts_with("target remote 127.0.0.1:")).unwrap();
+        let file = cmds.iter().position(|c| c.starts_with("file ")).unwrap();
+        assert!(file < remote);
+        if arch.gdb.mips_abi.is_some() {
+            let abi = cmds.iter().position(|c| c == "set mips abi n64").unwrap();
+            assert!(abi < remote, "the ABI must be set before attaching");
+        }
+        insta::assert_snapshot!(format!("gdb-{}", arch.id), cmds.join("\n"));
+    }
+}
