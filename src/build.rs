@@ -301,6 +301,10 @@ pub fn build(cache: &Cache, req: &Request, jobs: &jobserver::Client, echo: &dyn 
     if final_config.get("CONFIG_GDB_SCRIPTS").map(String::as_str) == Some("y") {
         targets.push("scripts_gdb".into());
     }
+    if final_config.get("CONFIG_MODULES").map(String::as_str) == Some("y") {
+        // The module linker script and headers out-of-tree modules need.
+        targets.push("modules_prepare".into());
+    }
     let paths = Paths { source: req.source.dir.clone(), build: dir.clone() };
     let r = recipe::recipe(&paths, arch, tc, &req.inputs, &targets, ccache, &req.source.timestamp);
     let log = dir.join("build.log");

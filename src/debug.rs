@@ -24,6 +24,8 @@ pub fn free_port() -> Result<u16> {
 }
 
 pub struct Session<'a> {
+    /// kmatrix's gdb helper script, sourced after the kernel's.
+    pub helpers: Option<PathBuf>,
     pub arch: &'a Arch,
     pub manifest: &'a Manifest,
     pub port: u16,
@@ -35,7 +37,13 @@ pub struct Session<'a> {
 }
 
 pub fn gdb_command(s: &Session) -> CommandSpec {
-    let attach = Attach { vmlinux: s.manifest.vmlinux.clone(), build_dir: s.manifest.dir.clone(), port: s.port, breakpoints: s.breakpoints.clone() };
+    let attach = Attach {
+        vmlinux: s.manifest.vmlinux.clone(),
+        build_dir: s.manifest.dir.clone(),
+        port: s.port,
+        breakpoints: s.breakpoints.clone(),
+        helpers: s.helpers.clone(),
+    };
     let mut extra = Vec::new();
     if s.continue_first {
         extra.push("continue".to_string());
@@ -87,9 +95,17 @@ pub fn build_module(arch: &Arch, tc: &Toolchain, source: &Source, manifest: &Man
     for (k, v) in recipe::reproducible_env(&source.timestamp) {
         cmd = cmd.env(k, v);
     }
+    // modules_prepare writes scripts/module.lds; kernels built before their
+    // config had modules may lack it. It is a no-op when up to date.
+    let prepare = cmd.clone().arg("modules_prepare");
+    let p = prepare.to_command().output().map_err(Error::io("cannot run make"))?;
+    let mut log = format!("$ {prepare}\n{}{}", String::from_utf8_lossy(&p.stdout), String::from_utf8_lossy(&p.stderr));
+    if !p.status.success() {
+        return Ok((false, vec![], log));
+    }
     cmd = cmd.arg(format!("M={}", dir.display())).arg("modules");
     let out = cmd.to_command().output().map_err(Error::io("cannot run make"))?;
-    let log = format!("$ {cmd}\n{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    log.push_str(&format!("$ {cmd}\n{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)));
     let kos = std::fs::read_dir(&dir)
         .map_err(Error::io(format!("cannot list {}", dir.display())))?
         .filter_map(|e| e.ok().map(|e| e.path()))

@@ -76,7 +76,7 @@ fn breaks_in_a_module_init_after_insmod() {
     let out = kmatrix(&[
         "debug", "--arch", "aarch64", "--module", ko.to_str().unwrap(), "--cmd", "insmod /lib/modules/kmx_hello.ko",
         "--break", "do_init_module", "--batch",
-        "--ex", &format!("lx-symbols {d}"), "--ex", "break kmx_hello_init", "--ex", "continue", "--ex", "bt",
+        "--ex", &format!("lx-symbols {d}"), "--ex", &format!("kmx-module-symbols mod {}", ko.display()), "--ex", "break kmx_hello_init", "--ex", "continue", "--ex", "bt",
     ]);
     let s = String::from_utf8_lossy(&out.stdout);
     assert!(s.contains("kmx_hello_init () at"), "did not stop in the module's init: {s}");

@@ -145,6 +145,7 @@ fn gdb_setup_per_arch() {
             build_dir: "/B".into(),
             port: 1234,
             breakpoints: vec!["start_kernel".into()],
+            helpers: None,
         };
         let cmds = kmatrix::gdb::setup_commands(arch, &a);
         let remote = cmds.iter().position(|c| c.starts_with("target remote 127.0.0.1:")).unwrap();

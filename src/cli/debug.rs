@@ -57,7 +57,9 @@ pub fn run(ctx: &Ctx, mut a: Args) -> Result<i32> {
     if !manifest.dir.join("vmlinux-gdb.py").exists() {
         say("vmlinux-gdb.py is missing (CONFIG_GDB_SCRIPTS off?): the lx-* commands will not work");
     }
+    let helpers = crate::gdb::write_helpers(&ctx.cache.root.join("gdb")).map_err(Error::io("cannot write the gdb helpers"))?;
     let mut session = Session {
+        helpers: Some(helpers),
         arch,
         manifest: &manifest,
         port: 0,

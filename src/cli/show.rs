@@ -95,7 +95,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         ..Default::default()
     };
     let emu = emulator::command(board, &inputs_boot);
-    let attach = gdb::Attach { vmlinux: paths.build.join("vmlinux"), build_dir: paths.build.clone(), port: 1234, breakpoints: vec!["start_kernel".into()] };
+    let attach = gdb::Attach { vmlinux: paths.build.join("vmlinux"), build_dir: paths.build.clone(), port: 1234, breakpoints: vec!["start_kernel".into()], helpers: None };
     let gdb_cmds = gdb::setup_commands(arch, &attach);
     let shown = Shown {
         board: board.id.clone(),

@@ -1,5 +1,6 @@
 //! gdb setup for a kernel: the commands that make gdb-multiarch understand a
-//! vmlinux on a given arch and attach to an emulator's stub on loopback.
+//! vmlinux on a given arch and attach to an emulator's stub on loopback,
+//! plus kmatrix's own gdb helpers (`kmatrix.py`).
 
 use std::path::PathBuf;
 
@@ -13,6 +14,19 @@ pub struct Attach {
     pub build_dir: PathBuf,
     pub port: u16,
     pub breakpoints: Vec<String>,
+    /// kmatrix's gdb helpers (written by [`write_helpers`]).
+    pub helpers: Option<PathBuf>,
+}
+
+/// gdb commands kmatrix adds (`kmx-module-symbols`).
+pub const HELPERS_PY: &str = include_str!("kmatrix.py");
+
+/// Writes the helper script into `dir`; returns its path.
+pub fn write_helpers(dir: &std::path::Path) -> std::io::Result<PathBuf> {
+    std::fs::create_dir_all(dir)?;
+    let p = dir.join("kmatrix-gdb.py");
+    std::fs::write(&p, HELPERS_PY)?;
+    Ok(p)
 }
 
 /// Commands in the order gdb must see them. vmlinux is loaded first: its ELF
@@ -32,6 +46,9 @@ pub fn setup_commands(arch: &Arch, a: &Attach) -> Vec<String> {
         v.push(format!("set mips abi {abi}"));
     }
     v.push(format!("source {}/vmlinux-gdb.py", a.build_dir.display()));
+    if let Some(h) = &a.helpers {
+        v.push(format!("source {}", h.display()));
+    }
     v.push(format!("target remote 127.0.0.1:{}", a.port));
     for b in &a.breakpoints {
         v.push(format!("{} {b}", arch.gdb.breakpoint));
