@@ -26,6 +26,12 @@ pub struct Args {
     /// (exit 1 when there are regressions).
     #[arg(long, value_name = "DIR")]
     compare: Option<PathBuf>,
+    /// Coordinates making the table's rows (default: board,toolchain).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "board,toolchain")]
+    rows: Vec<report::Key>,
+    /// Coordinates making the columns (default: kernel,config).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "kernel,config")]
+    cols: Vec<report::Key>,
 }
 
 pub fn run(_ctx: &Ctx, a: Args) -> Result<i32> {
@@ -36,12 +42,13 @@ pub fn run(_ctx: &Ctx, a: Args) -> Result<i32> {
         print!("{text}");
         return Ok(if regressions > 0 { exit::KERNEL_FAILURE } else { exit::OK });
     }
+    let layout = report::Layout { rows: a.rows, cols: a.cols };
     match a.format {
-        Format::Table => println!("{}", report::table(&r, std::io::IsTerminal::is_terminal(&std::io::stdout()))),
-        Format::Markdown => print!("{}", report::markdown(&r)),
+        Format::Table => println!("{}", report::table(&r, std::io::IsTerminal::is_terminal(&std::io::stdout()), &layout)),
+        Format::Markdown => print!("{}", report::markdown(&r, &layout)),
         Format::Json => println!("{}", serde_json::to_string_pretty(&r).expect("serialises")),
         Format::Junit => println!("{}", report::junit(&r)),
-        Format::Html => print!("{}", report::html(&r)),
+        Format::Html => print!("{}", report::html(&r, &layout)),
     }
     Ok(exit::OK)
 }

@@ -9,30 +9,92 @@ use comfy_table::{presets, Cell, Color, Table};
 
 use super::results::{CellResult, Results, Verdict};
 
-/// Rows board × toolchain, columns kernel × config.
-struct Grid<'a> {
-    rows: Vec<(String, String)>,
-    cols: Vec<(String, String)>,
-    cells: BTreeMap<(String, String, String, String), &'a CellResult>,
+/// A cell coordinate a table axis can be made of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Key {
+    Board,
+    Arch,
+    Toolchain,
+    Kernel,
+    Config,
 }
 
-fn grid(r: &Results) -> Grid<'_> {
+impl Key {
+    fn of(self, c: &CellResult) -> &str {
+        match self {
+            Key::Board => &c.board,
+            Key::Arch => &c.arch,
+            Key::Toolchain => &c.toolchain,
+            Key::Kernel => &c.kernel,
+            Key::Config => &c.config,
+        }
+    }
+    fn name(self) -> &'static str {
+        match self {
+            Key::Board => "board",
+            Key::Arch => "arch",
+            Key::Toolchain => "toolchain",
+            Key::Kernel => "kernel",
+            Key::Config => "config",
+        }
+    }
+}
+
+/// Which coordinates make the rows and which the columns.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub rows: Vec<Key>,
+    pub cols: Vec<Key>,
+}
+
+impl Default for Layout {
+    /// Boards × toolchains against kernels × configs.
+    fn default() -> Self {
+        Layout { rows: vec![Key::Board, Key::Toolchain], cols: vec![Key::Kernel, Key::Config] }
+    }
+}
+
+struct Grid<'a> {
+    row_names: Vec<&'static str>,
+    rows: Vec<Vec<String>>,
+    cols: Vec<String>,
+    /// (row, column) → the cells there (several when the layout leaves a
+    /// coordinate out; the worst verdict is shown).
+    cells: BTreeMap<(Vec<String>, String), Vec<&'a CellResult>>,
+}
+
+fn grid<'a>(r: &'a Results, l: &Layout) -> Grid<'a> {
     let mut rows = Vec::new();
     let mut cols = Vec::new();
-    let mut cells = BTreeMap::new();
+    let mut cells: BTreeMap<(Vec<String>, String), Vec<&CellResult>> = BTreeMap::new();
     for c in &r.cells {
-        let row = (c.board.clone(), c.toolchain.clone());
-        let col = (c.kernel.clone(), c.config.clone());
+        let row: Vec<String> = l.rows.iter().map(|k| k.of(c).to_string()).collect();
+        let col = l.cols.iter().map(|k| k.of(c)).collect::<Vec<_>>().join(" ");
         if !rows.contains(&row) {
             rows.push(row.clone());
         }
         if !cols.contains(&col) {
             cols.push(col.clone());
         }
-        cells.insert((row.0, row.1, col.0, col.1), c);
+        cells.entry((row, col)).or_default().push(c);
     }
     rows.sort();
-    Grid { rows, cols, cells }
+    Grid { row_names: l.rows.iter().map(|k| k.name()).collect(), rows, cols, cells }
+}
+
+impl<'a> Grid<'a> {
+    /// The cell to show: the worst verdict when several fall together.
+    fn get(&self, row: &[String], col: &str) -> Option<&'a CellResult> {
+        self.cells.get(&(row.to_vec(), col.to_string())).and_then(|v| {
+            v.iter().copied().max_by_key(|c| match c.verdict {
+                // A skip says nothing about the kernel: anything that ran wins.
+                Verdict::Skip => 0,
+                Verdict::Pass => 1,
+                v if v.is_kernel_failure() => 3,
+                _ => 2,
+            })
+        })
+    }
 }
 
 fn short(c: &CellResult) -> String {
@@ -63,8 +125,8 @@ pub fn summary(r: &Results) -> String {
     s
 }
 
-pub fn table(r: &Results, colour: bool) -> String {
-    let g = grid(r);
+pub fn table(r: &Results, colour: bool, layout: &Layout) -> String {
+    let g = grid(r, layout);
     let mut t = Table::new();
     t.load_style(presets::UTF8_FULL_CONDENSED);
     if !colour {
@@ -72,18 +134,18 @@ pub fn table(r: &Results, colour: bool) -> String {
     } else {
         t.enforce_styling();
     }
-    let mut header = vec![Cell::new("board"), Cell::new("toolchain")];
-    header.extend(g.cols.iter().map(|(k, c)| Cell::new(format!("{k} {c}"))));
+    let mut header: Vec<Cell> = g.row_names.iter().map(Cell::new).collect();
+    header.extend(g.cols.iter().map(Cell::new));
     t.set_header(header);
-    for (b, tc) in &g.rows {
-        let mut row = vec![Cell::new(b), Cell::new(tc)];
-        for (k, c) in &g.cols {
-            row.push(match g.cells.get(&(b.clone(), tc.clone(), k.clone(), c.clone())) {
+    for row in &g.rows {
+        let mut cells: Vec<Cell> = row.iter().map(Cell::new).collect();
+        for col in &g.cols {
+            cells.push(match g.get(row, col) {
                 Some(cell) => Cell::new(short(cell)).fg(color(cell.verdict)),
                 None => Cell::new("-"),
             });
         }
-        t.add_row(row);
+        t.add_row(cells);
     }
     let mut out = format!("{t}\n");
     for c in r.cells.iter().filter(|c| c.verdict != Verdict::Pass) {
@@ -95,19 +157,25 @@ pub fn table(r: &Results, colour: bool) -> String {
     out
 }
 
-pub fn markdown(r: &Results) -> String {
-    let g = grid(r);
-    let mut s = String::from("| board | toolchain |");
-    for (k, c) in &g.cols {
-        s.push_str(&format!(" {k} {c} |"));
+pub fn markdown(r: &Results, layout: &Layout) -> String {
+    let g = grid(r, layout);
+    let mut s = String::from("|");
+    for n in &g.row_names {
+        s.push_str(&format!(" {n} |"));
     }
-    s.push_str("\n|---|---|");
-    s.push_str(&"---|".repeat(g.cols.len()));
+    for c in &g.cols {
+        s.push_str(&format!(" {c} |"));
+    }
+    s.push_str("\n|");
+    s.push_str(&"---|".repeat(g.row_names.len() + g.cols.len()));
     s.push('\n');
-    for (b, tc) in &g.rows {
-        s.push_str(&format!("| {b} | {tc} |"));
-        for (k, c) in &g.cols {
-            let v = g.cells.get(&(b.clone(), tc.clone(), k.clone(), c.clone())).map(|c| short(c)).unwrap_or_else(|| "-".into());
+    for row in &g.rows {
+        s.push('|');
+        for v in row {
+            s.push_str(&format!(" {v} |"));
+        }
+        for col in &g.cols {
+            let v = g.get(row, col).map(short).unwrap_or_else(|| "-".into());
             s.push_str(&format!(" {v} |"));
         }
         s.push('\n');
@@ -150,20 +218,26 @@ fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
-pub fn html(r: &Results) -> String {
-    let g = grid(r);
+pub fn html(r: &Results, layout: &Layout) -> String {
+    let g = grid(r, layout);
     let mut s = String::from(
         "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>kmatrix results</title>\n<style>\nbody{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.4em .6em;vertical-align:top}\n.pass{background:#d4f7d4}.skip{background:#eee;color:#666}.infra-error{background:#f3d4f7}.fail{background:#f7d4d4}small{display:block;color:#333;max-width:28em}\n</style></head><body>\n<h1>kmatrix results</h1>\n",
     );
-    s.push_str(&format!("<p>{}</p>\n<table>\n<tr><th>board</th><th>toolchain</th>", esc(&summary(r))));
-    for (k, c) in &g.cols {
-        s.push_str(&format!("<th>{} {}</th>", esc(k), esc(c)));
+    s.push_str(&format!("<p>{}</p>\n<table>\n<tr>", esc(&summary(r))));
+    for n in &g.row_names {
+        s.push_str(&format!("<th>{n}</th>"));
+    }
+    for c in &g.cols {
+        s.push_str(&format!("<th>{}</th>", esc(c)));
     }
     s.push_str("</tr>\n");
-    for (b, tc) in &g.rows {
-        s.push_str(&format!("<tr><td>{}</td><td>{}</td>", esc(b), esc(tc)));
-        for (k, c) in &g.cols {
-            match g.cells.get(&(b.clone(), tc.clone(), k.clone(), c.clone())) {
+    for row in &g.rows {
+        s.push_str("<tr>");
+        for v in row {
+            s.push_str(&format!("<td>{}</td>", esc(v)));
+        }
+        for col in &g.cols {
+            match g.get(row, col) {
                 None => s.push_str("<td>-</td>"),
                 Some(cell) => {
                     let class = match cell.verdict {
@@ -269,7 +343,7 @@ mod tests {
     #[test]
     fn table_and_summary() {
         let r = results(vec![cell("a", Verdict::Pass), cell("b", Verdict::Panic), cell("c", Verdict::Skip)]);
-        let t = table(&r, false);
+        let t = table(&r, false, &Layout::default());
         assert!(t.contains("pass 0.50s"), "{t}");
         assert!(t.contains("panic"), "{t}");
         assert!(t.ends_with("1 passed, 1 failed, 1 skipped"), "{t}");
@@ -279,9 +353,26 @@ mod tests {
     #[test]
     fn html_escapes_and_links() {
         let r = results(vec![cell("b", Verdict::Panic)]);
-        let h = html(&r);
+        let h = html(&r, &Layout::default());
         assert!(h.contains("&lt;oops&gt;"));
         assert!(h.contains("href=\"logs/id-b.console.log\""));
+    }
+
+    #[test]
+    fn layout_by_arch_against_toolchain() {
+        let mut a = cell("a", Verdict::Pass);
+        a.arch = "mips64".into();
+        let mut b = cell("b", Verdict::Panic);
+        b.arch = "mips64".into();
+        let mut c = cell("c", Verdict::Skip);
+        c.arch = "x86_64".into();
+        let mut d = cell("d", Verdict::Pass);
+        d.arch = "x86_64".into();
+        let r = results(vec![a, b, c, d]);
+        let l = Layout { rows: vec![Key::Arch], cols: vec![Key::Toolchain] };
+        let m = markdown(&r, &l);
+        // Two boards of one arch fold into one cell showing the worst verdict.
+        assert!(m.starts_with("| arch | gcc |\n|---|---|\n| mips64 | panic |\n| x86_64 | pass 0.50s |"), "{m}");
     }
 
     #[test]
