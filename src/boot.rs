@@ -331,13 +331,12 @@ pub fn run(spec: &BootSpec) -> Result<BootResult> {
             exit_status = kill_group(&mut child, Duration::from_secs(1));
             break;
         }
-        if let Some(n) = spec.no_output_timeout {
-            if now.duration_since(last_output) > n {
+        if let Some(n) = spec.no_output_timeout
+            && now.duration_since(last_output) > n {
                 timeout = Some(format!("console silent for {}s", n.as_secs()));
                 exit_status = kill_group(&mut child, Duration::from_secs(1));
                 break;
             }
-        }
         if interrupted.load(Ordering::Relaxed) {
             kill_group(&mut child, Duration::from_secs(1));
             return Err(Error::Interrupted);

@@ -224,15 +224,12 @@ pub fn build(cache: &Cache, req: &Request, jobs: &jobserver::Client, echo: &dyn 
     }
 
     // Warm path: inputs seen before and their build complete.
-    if !req.source.mutable {
-        if let Some(key) = std::fs::read_to_string(&memo).ok().and_then(|s| serde_json::from_str::<String>(&s).ok()) {
-            if let Some(m) = read_manifest(&builds.join(&key)) {
-                if base_targets.iter().all(|t| m.targets.contains(t)) {
+    if !req.source.mutable
+        && let Some(key) = std::fs::read_to_string(&memo).ok().and_then(|s| serde_json::from_str::<String>(&s).ok())
+            && let Some(m) = read_manifest(&builds.join(&key))
+                && base_targets.iter().all(|t| m.targets.contains(t)) {
                     return Ok(BuildOutcome::Built { manifest: m, reused: true });
                 }
-            }
-        }
-    }
 
     // Configure in a staging directory; the final .config names the build.
     let stage = tempfile::Builder::new().prefix("stage-").tempdir_in(&builds).map_err(Error::io("cannot create a staging directory"))?;
@@ -292,11 +289,10 @@ pub fn build(cache: &Cache, req: &Request, jobs: &jobserver::Client, echo: &dyn 
     }
     write_atomic(&memo, serde_json::to_string(&key).expect("serialises").as_bytes())?;
 
-    if let Some(m) = read_manifest(&dir) {
-        if base_targets.iter().all(|t| m.targets.contains(t)) && !req.source.mutable {
+    if let Some(m) = read_manifest(&dir)
+        && base_targets.iter().all(|t| m.targets.contains(t)) && !req.source.mutable {
             return Ok(BuildOutcome::Built { manifest: m, reused: true });
         }
-    }
     let mut targets = base_targets.clone();
     if final_config.get("CONFIG_GDB_SCRIPTS").map(String::as_str) == Some("y") {
         targets.push("scripts_gdb".into());

@@ -105,6 +105,7 @@ pub struct PreparedBoot {
 
 /// Writes the initramfs for this boot into `run_dir` and renders the
 /// emulator command.
+#[allow(clippy::too_many_arguments)]
 pub fn prepare_boot(
     cache: &Cache,
     reg: &Registry,

@@ -93,11 +93,10 @@ fn tarball_hash(path: &Path, cache: &Cache) -> Result<String> {
     let mtime = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_nanos()).unwrap_or(0);
     let key = hex::encode(Sha256::digest(format!("{}\0{}\0{mtime}", path.display(), meta.len()).as_bytes()));
     let memo = cache.dir("sources/by-path")?.join(&key[..32]);
-    if let Ok(h) = std::fs::read_to_string(&memo) {
-        if h.len() == 64 {
+    if let Ok(h) = std::fs::read_to_string(&memo)
+        && h.len() == 64 {
             return Ok(h);
         }
-    }
     let h = sha256_file(path)?;
     write_atomic(&memo, h.as_bytes())?;
     Ok(h)

@@ -46,7 +46,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         t.add_row([if ok { "ok" } else { "MISSING" }.to_string(), r.what.clone(), r.package.clone(), r.needed_by.clone()]);
     }
     println!("{t}");
-    if let Some(src) = crate::source::system_tarball().ok() {
+    if let Ok(src) = crate::source::system_tarball() {
         println!("kernel source: {}", src.display());
     } else {
         println!("kernel source: MISSING (Debian package linux-source-6.1, or pass --source/--source-url)");

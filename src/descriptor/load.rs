@@ -98,11 +98,10 @@ fn collect(layers: &Layers, diags: &mut Diagnostics) -> Collected {
             }
         }
         let m = dir.join("matrix.toml");
-        if m.exists() {
-            if let Some(f) = read_source(&m, diags) {
+        if m.exists()
+            && let Some(f) = read_source(&m, diags) {
                 c.matrix = Some(f);
             }
-        }
     }
     c
 }
@@ -245,11 +244,10 @@ pub fn load(layers: &Layers) -> Result<Registry, Vec<Diagnostic>> {
     }
 
     let mut reg = Registry { arches, boards, toolchains, fragments, matrix: None };
-    if let Some(mfile) = &files.matrix {
-        if let Some(raw) = parse_toml::<RawMatrix>(mfile, &mut d) {
+    if let Some(mfile) = &files.matrix
+        && let Some(raw) = parse_toml::<RawMatrix>(mfile, &mut d) {
             reg.matrix = resolve_matrix(mfile, raw, &reg, &files, &resolve_arch_name, &mut d);
         }
-    }
 
     if d.is_empty() { Ok(reg) } else { Err(d.sorted()) }
 }
@@ -357,11 +355,10 @@ fn resolve_arch(id: &str, file: &SourceFile, raw: RawArch, d: &mut Diagnostics) 
                 Ok(Endianness::Big) => Some(Endian::Big),
                 Err(_) => None,
             };
-            if let (Some(e), Some(te)) = (endian, te) {
-                if e != te {
+            if let (Some(e), Some(te)) = (endian, te)
+                && e != te {
                     d.error(file, raw.endian.span(), format!("endian `{}` contradicts triple `{}`, which is {}-endian", e.as_str(), raw.triple.get_ref(), te.as_str()));
                 }
-            }
             pointer_width = match t.pointer_width() {
                 Ok(PointerWidth::U16) => 16,
                 Ok(PointerWidth::U32) => 32,
@@ -370,23 +367,20 @@ fn resolve_arch(id: &str, file: &SourceFile, raw: RawArch, d: &mut Diagnostics) 
             };
         }
     }
-    if let Some(abi) = &raw.gdb.mips_abi {
-        if !["auto", "n32", "o32", "n64", "o64", "eabi32", "eabi64"].contains(&abi.get_ref().as_str()) {
+    if let Some(abi) = &raw.gdb.mips_abi
+        && !["auto", "n32", "o32", "n64", "o64", "eabi32", "eabi64"].contains(&abi.get_ref().as_str()) {
             d.error(file, abi.span(), format!("invalid gdb mips-abi `{}`", abi.get_ref())).help("one of auto, n32, o32, n64, o64, eabi32, eabi64");
         }
-    }
-    if let Some(bp) = &raw.gdb.breakpoint {
-        if !["break", "hbreak"].contains(&bp.get_ref().as_str()) {
+    if let Some(bp) = &raw.gdb.breakpoint
+        && !["break", "hbreak"].contains(&bp.get_ref().as_str()) {
             d.error(file, bp.span(), format!("invalid gdb breakpoint kind `{}`", bp.get_ref())).help("`break` or `hbreak`");
         }
-    }
     let mut profiles = BTreeMap::new();
     for (name, p) in &raw.profiles {
-        if let Some(c) = &p.config {
-            if let Some(f) = inline_fragment(&format!("{id}-{name}"), file, c, d) {
+        if let Some(c) = &p.config
+            && let Some(f) = inline_fragment(&format!("{id}-{name}"), file, c, d) {
                 profiles.insert(name.clone(), f);
             }
-        }
     }
     if d.items.len() != before {
         return None;
@@ -526,11 +520,10 @@ fn resolve_board(
     let emulator = match (raw.qemu, raw.gem5) {
         (Some(q), None) => {
             let q = q.into_inner();
-            if let Some(smp) = &q.smp {
-                if *smp.get_ref() == 0 {
+            if let Some(smp) = &q.smp
+                && *smp.get_ref() == 0 {
                     d.error(file, smp.span(), "smp must be at least 1");
                 }
-            }
             Some(Emulator::Qemu(Qemu {
                 binary: q.binary.into_inner(),
                 machine: q.machine.into_inner(),
@@ -766,12 +759,11 @@ fn resolve_matrix(
                 d.error(file, f.span(), format!("unknown fragment `{}`", f.get_ref())).help(suggest(f.get_ref(), "fragments", fragment_ids.iter().copied()));
             }
         }
-        if let Some(p) = &c.profile {
-            if !fragment_ids.contains(&p.get_ref().as_str()) {
+        if let Some(p) = &c.profile
+            && !fragment_ids.contains(&p.get_ref().as_str()) {
                 d.error(file, p.span(), format!("unknown profile `{}`", p.get_ref()))
                     .help(format!("a profile is a fragment in fragments/ plus each arch's [profiles.<name>]; {}", suggest(p.get_ref(), "fragments", fragment_ids.iter().copied())));
             }
-        }
         let config = c.config.as_ref().and_then(|s| inline_fragment(&format!("config-{id}"), file, s, d));
         configs.push(ConfigSpec {
             id: id.clone(),

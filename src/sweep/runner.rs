@@ -96,10 +96,7 @@ pub fn run(
     let mut sources: BTreeMap<String, std::result::Result<Source, String>> = BTreeMap::new();
     for u in plan.builds.iter().filter(|u| u.cells.iter().any(|c| runnable.contains(c.as_str()))) {
         let key = serde_json::to_string(&u.kernel.source).expect("serialises");
-        if !sources.contains_key(&key) {
-            let s = source::resolve(&u.kernel.source, cache, &|_| {}).map_err(|e| e.to_string());
-            sources.insert(key, s);
-        }
+        sources.entry(key).or_insert_with(|| source::resolve(&u.kernel.source, cache, &|_| {}).map_err(|e| e.to_string()));
     }
 
     let jobs = jobserver::Client::new(opts.jobs.max(1)).map_err(Error::io("cannot create the make jobserver"))?;
