@@ -6,6 +6,7 @@ mod build;
 mod cache;
 mod check;
 mod debug;
+mod emulator;
 mod doctor;
 mod list;
 mod module;
@@ -70,6 +71,8 @@ pub enum Cmd {
     Debug(debug::Args),
     /// Out-of-tree kernel modules.
     Module(module::Args),
+    /// Build gem5 from source and record it for the gem5 boards.
+    Emulator(emulator::Args),
 }
 
 /// Shared state of one invocation.
@@ -140,6 +143,7 @@ pub fn main() -> i32 {
         Cmd::Cache(a) => cache::run(&ctx, a),
         Cmd::Debug(a) => debug::run(&ctx, a),
         Cmd::Module(a) => module::run(&ctx, a),
+        Cmd::Emulator(a) => emulator::run(&ctx, a),
     };
     match result {
         Ok(code) => code,
