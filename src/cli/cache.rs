@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::cli::list::table;
 use crate::cli::Ctx;
+use crate::descriptor::load::{parse_duration, parse_memory};
 use crate::error::{exit, Error, Result};
 
 #[derive(Debug, clap::Subcommand)]
@@ -14,7 +15,7 @@ pub enum Cmd {
     Ls,
     /// Remove builds (oldest first) older than a duration or beyond a size.
     Gc {
-        /// e.g. 30d, 12h.
+        /// e.g. 30d, 12h, 2w.
         #[arg(long, value_name = "AGE")]
         older_than: Option<String>,
         /// e.g. 20G, 500M.
@@ -71,18 +72,6 @@ fn entries(ctx: &Ctx) -> Vec<Entry> {
     v
 }
 
-fn parse_age(s: &str) -> Option<Duration> {
-    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit())?);
-    let n: u64 = n.parse().ok()?;
-    Some(Duration::from_secs(n * match unit { "s" => 1, "m" => 60, "h" => 3600, "d" => 86400, "w" => 604800, _ => return None }))
-}
-
-fn parse_size(s: &str) -> Option<u64> {
-    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit())?);
-    let n: u64 = n.parse().ok()?;
-    Some(n * match unit { "K" => 1 << 10, "M" => 1 << 20, "G" => 1 << 30, _ => return None })
-}
-
 pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     match a.cmd {
         Cmd::Ls => {
@@ -97,8 +86,8 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
             Ok(exit::OK)
         }
         Cmd::Gc { older_than, max_size, dry_run } => {
-            let age = older_than.as_deref().map(|s| parse_age(s).ok_or_else(|| Error::Usage(format!("--older-than {s}: expected e.g. 30d, 12h")))).transpose()?;
-            let max = max_size.as_deref().map(|s| parse_size(s).ok_or_else(|| Error::Usage(format!("--max-size {s}: expected e.g. 20G, 500M")))).transpose()?;
+            let age = older_than.as_deref().map(|s| parse_duration(s).ok_or_else(|| Error::Usage(format!("--older-than {s}: expected e.g. 30d, 12h")))).transpose()?;
+            let max = max_size.as_deref().map(|s| parse_memory(s).map(|mib| mib << 20).ok_or_else(|| Error::Usage(format!("--max-size {s}: expected e.g. 20G, 500M")))).transpose()?;
             if age.is_none() && max.is_none() {
                 return Err(Error::Usage("give --older-than and/or --max-size".into()));
             }

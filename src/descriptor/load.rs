@@ -315,6 +315,8 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
         "s" => n,
         "m" | "min" => n * 60,
         "h" => n * 3600,
+        "d" => n * 86400,
+        "w" => n * 604800,
         _ => return None,
     };
     (secs > 0).then(|| Duration::from_secs(secs))
