@@ -46,6 +46,16 @@ impl Outcome {
             Outcome::Timeout { .. } => "timeout",
         }
     }
+    /// The reason or kernel line behind a non-pass outcome.
+    pub fn detail(&self) -> Option<String> {
+        match self {
+            Outcome::Pass => None,
+            Outcome::CmdFail { failed } => Some(format!("command(s) {failed:?} exited non-zero")),
+            Outcome::BootFail { reason } | Outcome::Timeout { reason } => Some(reason.clone()),
+            Outcome::Panic { line } | Outcome::Oops { line } => Some(line.clone()),
+        }
+    }
+
     pub fn passed(&self) -> bool {
         matches!(self, Outcome::Pass)
     }

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::boot::{self, BootSpec, Outcome};
+use crate::boot::{self, BootSpec};
 use crate::build::BuildOutcome;
 use crate::cli::build::{progress, report_failure, say, BuildArgs};
 use crate::cli::{select_board, Ctx};
@@ -138,13 +138,10 @@ pub fn run(ctx: &Ctx, mut a: Args) -> Result<i32> {
         }
         println!("[exit status {}]", c.status);
     }
-    let verdict = match &r.outcome {
-        Outcome::Pass => "PASS".to_string(),
-        Outcome::CmdFail { failed } => format!("CMD-FAIL  command(s) {failed:?} exited non-zero"),
-        Outcome::BootFail { reason } => format!("BOOT-FAIL  {reason}"),
-        Outcome::Panic { line } => format!("PANIC  {line}"),
-        Outcome::Oops { line } => format!("OOPS  {line}"),
-        Outcome::Timeout { reason } => format!("TIMEOUT  {reason}"),
+    let name = r.outcome.name().to_uppercase();
+    let verdict = match r.outcome.detail() {
+        Some(d) => format!("{name}  {d}"),
+        None => name,
     };
     let marker = r.boot_to_marker.map(|d| format!("boot to marker {:.2}s, ", d.as_secs_f64())).unwrap_or_default();
     println!("{verdict}  {} ({}{}total {:.2}s)", board.id, r.uname.as_deref().map(|u| format!("{u}; ")).unwrap_or_default(), marker, r.total.as_secs_f64());

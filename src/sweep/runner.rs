@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use super::events::Event;
 use super::results::{CellResult, Verdict};
-use crate::boot::{self, BootSpec, Outcome};
+use crate::boot::{self, BootSpec};
 use crate::build::{self, BuildOutcome, Request};
 use crate::cache::Cache;
 use crate::descriptor::{Emulator, InitramfsMode, Registry};
@@ -208,12 +208,7 @@ fn worker(
         match boot_cell(cache, reg, c, &manifest, jobs, opts, gem5, tx) {
             Ok((res, log)) => {
                 r.verdict = Verdict::from_outcome(&res.outcome);
-                r.detail = match &res.outcome {
-                    Outcome::Pass => None,
-                    Outcome::CmdFail { failed } => Some(format!("commands {failed:?} failed")),
-                    Outcome::BootFail { reason } | Outcome::Timeout { reason } => Some(reason.clone()),
-                    Outcome::Panic { line } | Outcome::Oops { line } => Some(line.clone()),
-                };
+                r.detail = res.outcome.detail();
                 r.boot_seconds = Some(res.total.as_secs_f64());
                 r.boot_to_marker_seconds = res.boot_to_marker.map(|d| d.as_secs_f64());
                 r.console_log = Some(log);
