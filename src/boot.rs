@@ -90,6 +90,10 @@ pub struct BootSpec {
     pub log: PathBuf,
     /// Echo the console to stdout as it arrives.
     pub echo: bool,
+    /// The guest console is this file, which the emulator writes (gem5's
+    /// m5out/system.terminal); the emulator's own output then goes to
+    /// `<log>.emulator` and never counts as console.
+    pub console_file: Option<PathBuf>,
 }
 
 /// Console-line patterns (LAVA's and syzkaller's kernel message starts).
@@ -230,7 +234,45 @@ impl Console {
 enum Chunk {
     Out(Vec<u8>),
     Err(Vec<u8>),
+    /// The emulator's own output when the console is a file.
+    Emu(Vec<u8>),
     Eof,
+}
+
+/// Follows a file the emulator appends to, from its creation until `stop`
+/// is set; then reads what is left and ends with Eof.
+fn tail(path: PathBuf, stop: Arc<AtomicBool>, tx: mpsc::Sender<Chunk>) {
+    let mut file: Option<std::fs::File> = None;
+    let mut buf = [0u8; 8192];
+    loop {
+        let stopping = stop.load(Ordering::Relaxed);
+        if file.is_none() {
+            file = std::fs::File::open(&path).ok();
+        }
+        let mut got = 0;
+        if let Some(f) = file.as_mut() {
+            while let Ok(n) = f.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                got += n;
+                let _ = tx.send(Chunk::Out(buf[..n].to_vec()));
+            }
+        }
+        if stopping {
+            let _ = tx.send(Chunk::Eof);
+            return;
+        }
+        if got == 0 {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// The last line of the emulator's own output that explains a failure
+/// (gem5's `fatal:`/`panic:`, QEMU's `qemu-system-…:` errors).
+fn emulator_error(text: &str) -> Option<String> {
+    text.lines().rev().find(|l| l.starts_with("fatal:") || l.starts_with("panic:") || l.contains("qemu-system-")).map(|l| l.trim().to_string())
 }
 
 pub fn run(spec: &BootSpec) -> Result<BootResult> {
@@ -243,6 +285,21 @@ pub fn run(spec: &BootSpec) -> Result<BootResult> {
     let start = Instant::now();
     let mut child = spawn_group(&spec.command, Stdio::piped(), Stdio::null())?;
     let (tx, rx) = mpsc::channel();
+    let to_file = spec.console_file.is_some();
+    let stop_tail = Arc::new(AtomicBool::new(false));
+    let mut streams = 2;
+    if let Some(f) = &spec.console_file {
+        let (f, stop, tx) = (f.clone(), stop_tail.clone(), tx.clone());
+        std::thread::spawn(move || tail(f, stop, tx));
+        streams = 3;
+    }
+    let mut emu_log = if to_file {
+        let p = spec.log.with_extension("emulator.log");
+        Some(std::fs::File::create(&p).map_err(Error::io(format!("cannot create {}", p.display())))?)
+    } else {
+        None
+    };
+    let mut emu_text = String::new();
     for (stream, is_err) in [
         (Box::new(child.stdout.take().expect("piped")) as Box<dyn Read + Send>, false),
         (Box::new(child.stderr.take().expect("piped")) as Box<dyn Read + Send>, true),
@@ -259,7 +316,13 @@ pub fn run(spec: &BootSpec) -> Result<BootResult> {
                     }
                     Ok(n) => {
                         let v = buf[..n].to_vec();
-                        let _ = tx.send(if is_err { Chunk::Err(v) } else { Chunk::Out(v) });
+                        let _ = tx.send(if to_file {
+                            Chunk::Emu(v)
+                        } else if is_err {
+                            Chunk::Err(v)
+                        } else {
+                            Chunk::Out(v)
+                        });
                     }
                 }
             }
@@ -293,21 +356,37 @@ pub fn run(spec: &BootSpec) -> Result<BootResult> {
         }
     };
 
+    let mut emu = |bytes: &[u8]| {
+        if let Some(f) = emu_log.as_mut() {
+            let _ = f.write_all(bytes);
+        }
+        // Keep the tail only: enough for the last error line.
+        emu_text.push_str(&String::from_utf8_lossy(bytes));
+        if emu_text.len() > 64 * 1024 {
+            let cut = emu_text.len() - 32 * 1024;
+            let cut = (cut..emu_text.len()).find(|&i| emu_text.is_char_boundary(i)).unwrap_or(0);
+            emu_text.drain(..cut);
+        }
+    };
     loop {
         match rx.recv_timeout(Duration::from_millis(50)) {
             Ok(Chunk::Out(bytes)) | Ok(Chunk::Err(bytes)) => {
                 last_output = Instant::now();
                 feed(&bytes, &mut line, &mut con, &mut log);
             }
+            Ok(Chunk::Emu(bytes)) => emu(&bytes),
             Ok(Chunk::Eof) => eofs += 1,
             Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => eofs = 2,
+            Err(mpsc::RecvTimeoutError::Disconnected) => eofs = streams,
         }
         if let Ok(Some(st)) = child.try_wait() {
-            // The emulator is gone: drain the pipes, then judge.
-            while eofs < 2 {
+            // The emulator is gone: drain the pipes and the console file,
+            // then judge.
+            stop_tail.store(true, Ordering::Relaxed);
+            while eofs < streams {
                 match rx.recv_timeout(Duration::from_millis(500)) {
                     Ok(Chunk::Out(b)) | Ok(Chunk::Err(b)) => feed(&b, &mut line, &mut con, &mut log),
+                    Ok(Chunk::Emu(b)) => emu(&b),
                     Ok(Chunk::Eof) => eofs += 1,
                     Err(_) => break,
                 }
@@ -352,7 +431,9 @@ pub fn run(spec: &BootSpec) -> Result<BootResult> {
             return Err(Error::Interrupted);
         }
     }
+    stop_tail.store(true, Ordering::Relaxed);
     let total = start.elapsed();
+    let emu_error = emulator_error(&emu_text);
     let _ = writeln!(log, "\n# kmatrix: emulator exit status {exit_status:?} after {:.2}s", total.as_secs_f64());
 
     let Console { panic_line, oops_line, marker_at, done, cmds, warnings, uname, .. } = con;
@@ -366,7 +447,11 @@ pub fn run(spec: &BootSpec) -> Result<BootResult> {
         Outcome::BootFail {
             reason: match marker_at {
                 Some(_) => format!("the init did not finish (emulator exit status {exit_status:?})"),
-                None => format!("no boot marker; emulator exited with status {}", exit_status.map(|c| c.to_string()).unwrap_or_else(|| "unknown".into())),
+                None => format!(
+                    "no boot marker; emulator exited with status {}{}",
+                    exit_status.map(|c| c.to_string()).unwrap_or_else(|| "unknown".into()),
+                    emu_error.map(|e| format!(" ({e})")).unwrap_or_default()
+                ),
             },
         }
     } else {

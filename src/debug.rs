@@ -56,8 +56,10 @@ pub fn gdb_command(s: &Session) -> CommandSpec {
 
 /// Starts the emulator (halted, console to a file) and runs gdb against it.
 /// Returns gdb's exit status; the emulator's process group is always killed.
-pub fn run(emulator: &CommandSpec, console: &Path, s: &Session) -> Result<i32> {
-    let log = std::fs::File::create(console).map_err(Error::io(format!("cannot create {}", console.display())))?;
+/// `log` takes the emulator's output; `console` is where the guest console
+/// appears (the same file for QEMU, gem5's terminal file for gem5).
+pub fn run(emulator: &CommandSpec, log: &Path, console: &Path, s: &Session) -> Result<i32> {
+    let log = std::fs::File::create(log).map_err(Error::io(format!("cannot create {}", log.display())))?;
     let mut emu = spawn_group(emulator, Stdio::from(log), Stdio::null())?;
     if s.batch.is_none() {
         console_pane(console, emu.id());
@@ -79,7 +81,7 @@ fn console_pane(console: &Path, emulator_pid: u32) {
         return;
     }
     let _ = std::process::Command::new("tmux")
-        .args(["split-window", "-d", "-v", "-l", "30%", "tail", &format!("--pid={emulator_pid}"), "-n", "+1", "-f"])
+        .args(["split-window", "-d", "-v", "-l", "30%", "tail", &format!("--pid={emulator_pid}"), "-n", "+1", "-F"])
         .arg(console)
         .status();
 }

@@ -31,6 +31,14 @@ pub struct BootInputs {
     pub outdir: Option<PathBuf>,
     pub gem5: Option<Gem5Install>,
     pub disk_image: Option<PathBuf>,
+    /// gem5: the file the guest reads with `m5 readfile`.
+    pub readfile: Option<PathBuf>,
+    /// gem5: the bootloader binary.
+    pub bootloader: Option<PathBuf>,
+    /// gem5: where checkpoints are written or restored from.
+    pub checkpoint_dir: Option<PathBuf>,
+    /// gem5: restore the checkpoint in `checkpoint_dir`.
+    pub restore: bool,
 }
 
 /// Where a gem5 build lives: the binary and the source tree holding configs/.
@@ -111,20 +119,39 @@ fn gem5(board: &Board, g: &Gem5, i: &BootInputs) -> CommandSpec {
     vars.insert("memory", format!("{mem}MiB"));
     vars.insert("cmdline", cmdline(board, i));
     vars.insert("gdb-port", i.gdb_port.map(|p| p.to_string()).unwrap_or_else(|| "0".into()));
+    vars.insert("bootloader", path(&i.bootloader, "<bootloader>"));
+    vars.insert("readfile", path(&i.readfile, "<readfile>"));
+    vars.insert("checkpoint-dir", path(&i.checkpoint_dir, "<checkpoint-dir>"));
     let fill = |s: &str| {
         let mut out = s.to_string();
         for (k, v) in &vars {
+            // `{name:py}`: a Python string literal, for gem5's `--param`
+            // statements (which gem5 exec()s). JSON string syntax is valid
+            // Python for these values.
+            out = out.replace(&format!("{{{k}:py}}"), &serde_json::to_string(v).unwrap_or_default());
             out = out.replace(&format!("{{{k}}}"), v);
         }
         out
     };
     let mut c = CommandSpec::new(binary).arg(format!("--outdir={outdir}"));
-    // The terminal and gdb listeners only open in non-interactive runs with
-    // --listener-mode=on; gem5 binds them to localhost unless told otherwise.
-    c = c.arg("--listener-mode=on");
-    c = c.arg(format!("--remote-gdb-port={}", i.gdb_port.unwrap_or(0)));
+    // Listeners (terminal, gdb) only when someone will connect; gem5 binds
+    // them to localhost unless --allow-remote-connections is given, which
+    // kmatrix never passes. The console is read from m5out/system.terminal.
+    let listen = i.gdb_port.is_some() || i.interactive;
+    c = c.arg(format!("--listener-mode={}", if listen { "on" } else { "off" }));
+    if let Some(port) = i.gdb_port {
+        c = c.arg(format!("--remote-gdb-port={port}"));
+    }
     c = c.arg(format!("{root}/{}", g.script));
     c = c.args(g.args.iter().map(|a| fill(a)));
+    if i.halted {
+        c = c.args(g.halted_args.iter().map(|a| fill(a)));
+    }
+    if i.restore {
+        c = c.args(g.restore_args.iter().map(|a| fill(a)));
+    } else if i.checkpoint_dir.is_some() {
+        c = c.args(g.checkpoint_args.iter().map(|a| fill(a)));
+    }
     for (k, v) in &g.env {
         c = c.env(k.clone(), fill(v));
     }

@@ -66,11 +66,87 @@ pub fn build(cache: &Cache, reg: &Registry, board: &Board, o: &BuildOptions, say
         })?;
         inputs.fragments.push(Fragment { name: f.file_stem().and_then(|s| s.to_str()).unwrap_or("user").to_string(), origin: f.display().to_string(), entries });
     }
+    embed_initramfs(cache, arch, tc, board, &mut inputs)?;
     let source_spec = o.source.clone().unwrap_or(SourceSpec::System);
     let src = source::resolve(&source_spec, cache, say)?;
     let jobs = jobserver::Client::new(o.jobs.max(1)).map_err(Error::io("cannot create the make jobserver"))?;
     let req = Request { arch, board, toolchain: tc, inputs, source: &src, allow_config_mismatch: o.allow_config_mismatch, extra_targets: vec![] };
     build::build(cache, &req, &jobs, say)
+}
+
+/// For a board whose kernel carries its initramfs (gem5 x86 has no initrd):
+/// writes the archive into the cache, content-addressed, and points
+/// CONFIG_INITRAMFS_SOURCE at it, so the build key follows its content. The
+/// archive is the same for every boot: its init fetches each boot's nonce and
+/// commands from the host with gem5's `m5 readfile`.
+pub fn embed_initramfs(cache: &Cache, arch: &crate::descriptor::Arch, tc: &crate::descriptor::Toolchain, board: &Board, inputs: &mut recipe::ConfigInputs) -> Result<()> {
+    use crate::rootfs::{image, init};
+    use sha2::{Digest, Sha256};
+    if board.kernel.initramfs != crate::descriptor::InitramfsMode::Embedded {
+        return Ok(());
+    }
+    let spec = image::Spec {
+        init: init::build(cache, arch, tc)?,
+        busybox: None,
+        conf: image::InitConf { nonce: "embedded".into(), poweroff: board.poweroff, cmds: vec![], shell: false, readfile: true, checkpoint: false },
+        modules: vec![],
+    };
+    let data = image::archive(&spec)?;
+    let path = cache.dir("initramfs")?.join(format!("{}.cpio", &hex::encode(Sha256::digest(&data))[..16]));
+    if !path.is_file() {
+        crate::cache::write_atomic(&path, &data)?;
+    }
+    // A path with a quote or backslash would not survive Kconfig's quoting.
+    let p = path.display().to_string();
+    if p.contains(['"', '\\', '\n']) {
+        return Err(Error::Usage(format!("the cache path {p} cannot go into CONFIG_INITRAMFS_SOURCE")));
+    }
+    let text = format!("CONFIG_BLK_DEV_INITRD=y\nCONFIG_INITRAMFS_SOURCE=\"{p}\"\n");
+    let entries = kconfig::parse(&text).map_err(|_| Error::Infra(format!("bad initramfs fragment: {text}")))?;
+    inputs.fragments.push(Fragment { name: "embedded-initramfs".into(), origin: path.display().to_string(), entries });
+    Ok(())
+}
+
+/// Builds the board's gem5 bootloader (e.g. boot.arm64) from the gem5 tree
+/// with the board's toolchain, once per toolchain and source content.
+pub fn gem5_bootloader(cache: &Cache, reg: &Registry, board: &Board, toolchain: &str, gem5: &crate::emulator::Gem5Install) -> Result<Option<PathBuf>> {
+    use sha2::{Digest, Sha256};
+    let crate::descriptor::Emulator::Gem5(g) = &board.emulator else { return Ok(None) };
+    let Some(bl) = &g.bootloader else { return Ok(None) };
+    let tc = reg.toolchains.get(toolchain).ok_or_else(|| Error::Usage(format!("unknown toolchain `{toolchain}`")))?;
+    let t = tc.targets.get(&board.arch).ok_or_else(|| Error::Usage(format!("toolchain `{toolchain}` cannot build arch `{}`", board.arch)))?;
+    let src = gem5.root.join(&bl.source);
+    let mut h = Sha256::new();
+    for entry in std::fs::read_dir(&src).map_err(Error::io(format!("cannot read the gem5 bootloader source {}", src.display())))? {
+        let p = entry.map_err(Error::io("read_dir"))?.path();
+        if p.is_file() {
+            h.update(p.file_name().unwrap_or_default().as_encoded_bytes());
+            h.update(std::fs::read(&p).map_err(Error::io(format!("cannot read {}", p.display())))?);
+        }
+    }
+    let prefix = t.cross_compile.clone().unwrap_or_default();
+    h.update(prefix.as_bytes());
+    let dir = cache.dir("gem5-bootloaders")?.join(&hex::encode(h.finalize())[..16]);
+    let out = dir.join(&bl.image);
+    if out.is_file() {
+        return Ok(Some(out));
+    }
+    let tmp = dir.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).map_err(Error::io(format!("cannot create {}", tmp.display())))?;
+    let cmd = crate::command::CommandSpec::new("make")
+        .arg("-C")
+        .arg(src.display().to_string())
+        .arg(format!("BUILDDIR={}", tmp.display()))
+        .arg(format!("CROSS_COMPILE={prefix}"))
+        .arg(tmp.join(&bl.image).display().to_string());
+    let res = cmd.to_command().output().map_err(Error::io("cannot run make"))?;
+    if !res.status.success() {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(Error::Infra(format!("building the gem5 bootloader failed: {cmd}\n{}", String::from_utf8_lossy(&res.stderr))));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::rename(&tmp, &dir).map_err(Error::io(format!("cannot write {}", dir.display())))?;
+    Ok(Some(out))
 }
 
 pub fn default_jobs() -> usize {
@@ -94,6 +170,10 @@ pub struct BootOptions {
     pub gdb_port: Option<u16>,
     /// CPU stopped at reset until the debugger continues.
     pub halted: bool,
+    /// gem5: take a checkpoint after the boot marker, into this directory.
+    pub checkpoint: Option<PathBuf>,
+    /// gem5: restore the checkpoint in this directory.
+    pub restore: Option<PathBuf>,
 }
 
 /// A boot ready to run: the emulator argv and the marker nonce.
@@ -101,6 +181,8 @@ pub struct PreparedBoot {
     pub command: crate::command::CommandSpec,
     pub nonce: String,
     pub run_dir: PathBuf,
+    /// Where the guest console appears when it is not the emulator's stdout.
+    pub console_file: Option<PathBuf>,
 }
 
 /// Writes the initramfs for this boot into `run_dir` and renders the
@@ -136,14 +218,48 @@ pub fn prepare_boot(
         None
     };
     let nonce = crate::boot::nonce();
-    let initrd = run_dir.join("initramfs.cpio.gz");
-    let spec = image::Spec {
-        init: init_bin,
-        busybox: bb.clone(),
-        conf: image::InitConf { nonce: nonce.clone(), poweroff: board.poweroff, cmds: o.cmds.clone(), shell: false },
-        modules: o.modules.clone(),
+    let is_gem5 = matches!(board.emulator, crate::descriptor::Emulator::Gem5(_));
+    let conf = image::InitConf {
+        nonce: nonce.clone(),
+        poweroff: board.poweroff,
+        cmds: o.cmds.clone(),
+        shell: false,
+        readfile: false,
+        checkpoint: o.checkpoint.is_some(),
     };
-    image::write(&spec, &initrd, true)?;
+    if !is_gem5 && (o.checkpoint.is_some() || o.restore.is_some()) {
+        return Err(Error::Usage(format!("checkpoints need a gem5 board; `{}` runs on {}", board.id, board.emulator.kind())));
+    }
+    let embedded = board.kernel.initramfs == crate::descriptor::InitramfsMode::Embedded;
+    if embedded && (!o.modules.is_empty() || o.interactive) {
+        return Err(Error::Usage(format!("board `{}` links its initramfs into the kernel: no modules or busybox shell can be added per boot", board.id)));
+    }
+    let initrd = if embedded {
+        None
+    } else {
+        let initrd = run_dir.join("initramfs.cpio.gz");
+        let spec = image::Spec { init: init_bin, busybox: bb.clone(), conf: conf.clone(), modules: o.modules.clone() };
+        image::write(&spec, &initrd, true)?;
+        Some(initrd)
+    };
+    // gem5's readfile: the configuration the init fetches with `m5 readfile`
+    // (always for an embedded initramfs, and again after a checkpoint).
+    let readfile = if is_gem5 {
+        let p = run_dir.join("kmatrix.conf");
+        crate::cache::write_atomic(&p, image::conf_text(&conf).as_bytes())?;
+        Some(p)
+    } else {
+        None
+    };
+    let bootloader = match &o.gem5 {
+        Some(g) => gem5_bootloader(cache, reg, board, toolchain, g)?,
+        None => None,
+    };
+    if let Some(dir) = &o.restore {
+        if !dir.is_dir() {
+            return Err(Error::Usage(format!("no checkpoint directory {}", dir.display())));
+        }
+    }
     let mut append = o.append.clone();
     if o.interactive && bb.is_some() {
         // busybox init reads /etc/inittab: rcS, then a respawning shell.
@@ -151,7 +267,11 @@ pub fn prepare_boot(
     }
     let inputs = crate::emulator::BootInputs {
         kernel: manifest.image.clone(),
-        initrd: Some(initrd),
+        initrd,
+        readfile,
+        bootloader,
+        checkpoint_dir: o.checkpoint.clone().or_else(|| o.restore.clone()),
+        restore: o.restore.is_some(),
         dtb: manifest.dtb.clone(),
         append,
         memory_mib: o.memory_mib,
@@ -164,7 +284,12 @@ pub fn prepare_boot(
         halted: o.halted,
         ..Default::default()
     };
-    Ok(PreparedBoot { command: crate::emulator::command(board, &inputs), nonce, run_dir: run_dir.to_path_buf() })
+    // gem5 writes the console (every byte, unbuffered) to <outdir>/system.terminal.
+    let console_file = is_gem5.then(|| run_dir.join("m5out").join("system.terminal"));
+    if is_gem5 {
+        let _ = std::fs::remove_dir_all(run_dir.join("m5out"));
+    }
+    Ok(PreparedBoot { command: crate::emulator::command(board, &inputs), nonce, run_dir: run_dir.to_path_buf(), console_file })
 }
 
 /// A unique run directory name.

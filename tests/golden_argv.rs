@@ -24,6 +24,8 @@ fn inputs(board: &Board) -> BootInputs {
         dtb: board.kernel.dtb.as_ref().map(|_| "/K/board.dtb".into()),
         outdir: Some("/OUT".into()),
         disk_image: Some("/OUT/disk.img".into()),
+        readfile: Some("/OUT/kmatrix.conf".into()),
+        bootloader: Some("/B/boot.arm64".into()),
         ..Default::default()
     }
 }
@@ -66,6 +68,30 @@ fn argv_qemu_aarch64_virt_gdb_halted() {
     assert!(s.contains(" -gdb tcp:127.0.0.1:1234 -S"), "{s}");
     assert!(s.contains("'console=ttyAMA0 earlycon panic=-1 nokaslr'"), "{s}");
     insta::assert_snapshot!("argv-qemu-aarch64-virt-gdb-halted", s);
+}
+
+/// gem5: listeners only when someone connects, the debugger wait, and the
+/// checkpoint and restore arguments from the descriptor.
+#[test]
+fn argv_gem5_modes() {
+    let reg = registry();
+    for id in ["gem5-arm", "gem5-x86"] {
+        let board = &reg.boards[id];
+        let plain = emulator::command(board, &inputs(board)).to_string();
+        assert!(plain.contains("--listener-mode=off"), "{plain}");
+        assert!(!plain.contains("--remote-gdb-port"), "{plain}");
+        let halted = emulator::command(board, &BootInputs { gdb_port: Some(7000), halted: true, ..inputs(board) }).to_string();
+        assert!(halted.contains("--listener-mode=on --remote-gdb-port=7000"), "{halted}");
+        assert!(halted.ends_with("--wait-gdb"), "{halted}");
+        let cpt = emulator::command(board, &BootInputs { checkpoint_dir: Some("/CPT".into()), ..inputs(board) }).to_string();
+        assert!(cpt.ends_with("--checkpoint-dir=/CPT"), "{cpt}");
+        let rst = emulator::command(board, &BootInputs { checkpoint_dir: Some("/CPT".into()), restore: true, ..inputs(board) }).to_string();
+        assert!(rst.ends_with("--checkpoint-dir=/CPT --checkpoint-restore=1"), "{rst}");
+    }
+    // --param statements are exec()d by gem5: the path is a Python literal.
+    let board = &reg.boards["gem5-arm"];
+    let odd = emulator::command(board, &BootInputs { initrd: Some("/K/a\"b'c.cpio".into()), ..inputs(board) });
+    assert!(odd.args.contains(&r#"--param=system.workload.initrd_filename = "/K/a\"b'c.cpio""#.to_string()), "{odd}");
 }
 
 /// Every way a boot can be asked for, on every board.

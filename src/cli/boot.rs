@@ -59,6 +59,13 @@ pub struct Args {
     /// Put a kernel module into the initramfs (/lib/modules/<name>; repeatable).
     #[arg(long = "module", value_name = "FILE.ko")]
     pub modules: Vec<PathBuf>,
+    /// gem5: take a checkpoint right after the boot marker, into DIR.
+    #[arg(long, value_name = "DIR", conflicts_with = "restore")]
+    pub checkpoint: Option<PathBuf>,
+    /// gem5: start from the checkpoint in DIR (taken with --checkpoint by
+    /// the same kernel); the guest then runs this boot's --cmd.
+    #[arg(long, value_name = "DIR")]
+    pub restore: Option<PathBuf>,
 }
 
 pub fn run(ctx: &Ctx, mut a: Args) -> Result<i32> {
@@ -75,8 +82,8 @@ pub fn run(ctx: &Ctx, mut a: Args) -> Result<i32> {
         })?),
         Emulator::Qemu(_) => None,
     };
-    if board.kernel.initramfs == InitramfsMode::Embedded {
-        return Err(Error::Usage(format!("board `{}` links the initramfs into the kernel; that boot path arrives with the gem5 work", board.id)));
+    if interactive && board.kernel.initramfs == InitramfsMode::Embedded {
+        return Err(Error::Usage(format!("board `{}` links kmatrix's init into the kernel; it has no interactive shell: use --check or --cmd", board.id)));
     }
 
     let manifest = match machine::build(&ctx.cache, &reg, board, &opts, &progress(a.verbose))? {
@@ -90,6 +97,27 @@ pub fn run(ctx: &Ctx, mut a: Args) -> Result<i32> {
     };
 
     let run_dir = ctx.cache.dir("runs")?.join(format!("{}-{}", machine::stamp(), board.id));
+    // gem5 wants absolute checkpoint directories; kmatrix.json in one says
+    // which kernel took it, so a restore never runs on another kernel.
+    let absolute = |p: &PathBuf| std::path::absolute(p).map_err(Error::io(format!("bad path {}", p.display())));
+    let checkpoint = a.checkpoint.as_ref().map(absolute).transpose()?;
+    let restore = a.restore.as_ref().map(absolute).transpose()?;
+    let stamp = serde_json::json!({ "board": board.id, "kernel": manifest.dir });
+    if let Some(dir) = &checkpoint {
+        std::fs::create_dir_all(dir).map_err(Error::io(format!("cannot create {}", dir.display())))?;
+        crate::cache::write_atomic(&dir.join("kmatrix.json"), stamp.to_string().as_bytes())?;
+    }
+    if let Some(dir) = &restore {
+        let text = std::fs::read_to_string(dir.join("kmatrix.json")).map_err(Error::io(format!("{} is not a kmatrix checkpoint (no kmatrix.json)", dir.display())))?;
+        let taken: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Usage(format!("{}/kmatrix.json: {e}", dir.display())))?;
+        if taken != stamp {
+            return Err(Error::Usage(format!("the checkpoint in {} was taken by {} (kernel {}), not by this board and kernel", dir.display(), taken["board"], taken["kernel"])));
+        }
+        let has_cpt = std::fs::read_dir(dir).map_err(Error::io(format!("cannot read {}", dir.display())))?.flatten().any(|e| e.file_name().to_string_lossy().starts_with("cpt."));
+        if !has_cpt {
+            return Err(Error::Usage(format!("no checkpoint (cpt.*) in {}: the boot that should have taken it did not reach its marker", dir.display())));
+        }
+    }
     let gdb_port = if a.gdb { Some(crate::debug::free_port()?) } else { None };
     let mut append = a.append.clone();
     if a.gdb {
@@ -108,6 +136,8 @@ pub fn run(ctx: &Ctx, mut a: Args) -> Result<i32> {
         modules: a.modules.clone(),
         gdb_port,
         halted: a.gdb,
+        checkpoint,
+        restore,
     };
     let prepared = machine::prepare_boot(&ctx.cache, &reg, board, &opts.toolchain, &manifest, &bopts, &run_dir, &say)?;
     let (cmd, nonce) = (prepared.command, prepared.nonce);
@@ -127,7 +157,7 @@ pub fn run(ctx: &Ctx, mut a: Args) -> Result<i32> {
     }
     let timeout = a.timeout.map(Duration::from_secs).unwrap_or(board.timeout);
     let no_output = (a.no_output_timeout > 0 && board.emulator.kind() == "qemu").then(|| Duration::from_secs(a.no_output_timeout));
-    let r = boot::run(&BootSpec { command: cmd, nonce, timeout, no_output_timeout: no_output, log: run_dir.join("console.log"), echo: a.console })?;
+    let r = boot::run(&BootSpec { command: cmd, nonce, timeout, no_output_timeout: no_output, log: run_dir.join("console.log"), echo: a.console, console_file: prepared.console_file.clone() })?;
 
     for c in &r.cmds {
         let cmd = a.cmds.get(c.index).map(String::as_str).unwrap_or("?");

@@ -85,8 +85,9 @@ pub fn run(ctx: &Ctx, mut a: Args) -> Result<i32> {
     append.push("nokaslr".into());
     let bopts = BootOptions { cmds: a.cmds.clone(), append, modules: a.modules.clone(), gem5, gdb_port: Some(port), halted: true, ..Default::default() };
     let prepared = machine::prepare_boot(&ctx.cache, &reg, board, &opts.toolchain, &manifest, &bopts, &run_dir, &say)?;
-    let console = run_dir.join("console.log");
+    let log = run_dir.join("console.log");
+    let console = prepared.console_file.clone().unwrap_or_else(|| log.clone());
     say(&format!("guest console: {}", console.display()));
     say(&format!("gdbstub: 127.0.0.1:{port}"));
-    debug::run(&prepared.command, &console, &session)
+    debug::run(&prepared.command, &log, &console, &session)
 }

@@ -539,15 +539,20 @@ fn resolve_board(
             if !["ARM", "X86", "RISCV", "MIPS", "POWER", "SPARC"].contains(&g.isa.get_ref().as_str()) {
                 d.error(file, g.isa.span(), format!("unknown gem5 ISA `{}`", g.isa.get_ref())).help("one of ARM, X86, RISCV, MIPS, POWER, SPARC");
             }
-            for s in g.args.iter().chain(g.env.values()) {
+            for s in g.args.iter().chain(g.env.values()).chain(&g.halted_args).chain(&g.checkpoint_args).chain(&g.restore_args) {
                 check_placeholders(file, s, d);
             }
+            let strings = |v: Vec<Spanned<String>>| v.into_iter().map(Spanned::into_inner).collect::<Vec<_>>();
             Some(Emulator::Gem5(Gem5 {
                 isa: g.isa.into_inner(),
                 variant: g.variant.map(Spanned::into_inner).unwrap_or_else(|| "opt".into()),
                 script: g.script.into_inner(),
                 args: g.args.into_iter().map(Spanned::into_inner).collect(),
                 env: g.env.into_iter().map(|(k, v)| (k, v.into_inner())).collect(),
+                halted_args: strings(g.halted_args),
+                checkpoint_args: strings(g.checkpoint_args),
+                restore_args: strings(g.restore_args),
+                bootloader: g.bootloader.map(|b| Gem5Bootloader { source: b.source.into_inner(), image: b.image.into_inner() }),
             }))
         }
         (Some(q), Some(_)) => {
@@ -600,6 +605,7 @@ fn check_placeholders(file: &SourceFile, s: &Spanned<String>, d: &mut Diagnostic
     while let Some(i) = rest.find('{') {
         let Some(j) = rest[i..].find('}') else { break };
         let name = &rest[i + 1..i + j];
+        let name = name.strip_suffix(":py").unwrap_or(name);
         if !GEM5_PLACEHOLDERS.contains(&name) {
             let off = text.len() - rest.len() + i;
             let span = base.map(|b| b + off..b + off + j + 1).unwrap_or(s.span());

@@ -173,11 +173,34 @@ pub struct Gem5 {
     pub script: String,
     pub args: Vec<String>,
     pub env: BTreeMap<String, String>,
+    pub halted_args: Vec<String>,
+    pub checkpoint_args: Vec<String>,
+    pub restore_args: Vec<String>,
+    pub bootloader: Option<Gem5Bootloader>,
 }
 
-/// Placeholders a gem5 board may use in `args` and `env`.
-pub const GEM5_PLACEHOLDERS: &[&str] =
-    &["gem5-root", "outdir", "kernel", "initrd", "disk-image", "memory", "cmdline", "gdb-port", "dtb"];
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, Hash)]
+pub struct Gem5Bootloader {
+    pub source: String,
+    pub image: String,
+}
+
+/// Placeholders a gem5 board may use in `args` and `env`. `{name:py}` gives
+/// the value as a Python string literal (for `--param` statements).
+pub const GEM5_PLACEHOLDERS: &[&str] = &[
+    "gem5-root",
+    "outdir",
+    "kernel",
+    "initrd",
+    "disk-image",
+    "memory",
+    "cmdline",
+    "gdb-port",
+    "dtb",
+    "bootloader",
+    "readfile",
+    "checkpoint-dir",
+];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]

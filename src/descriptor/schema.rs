@@ -114,6 +114,27 @@ pub struct RawGem5 {
     pub args: Vec<S<String>>,
     #[serde(default)]
     pub env: BTreeMap<String, S<String>>,
+    /// Added when the CPU must wait for a debugger.
+    #[serde(default)]
+    pub halted_args: Vec<S<String>>,
+    /// Added when the boot takes a checkpoint (the init asks for it after
+    /// the boot marker).
+    #[serde(default)]
+    pub checkpoint_args: Vec<S<String>>,
+    /// Added when the boot restores a checkpoint.
+    #[serde(default)]
+    pub restore_args: Vec<S<String>>,
+    pub bootloader: Option<RawGem5Bootloader>,
+}
+
+/// A bootloader built from gem5's tree with the board's toolchain.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawGem5Bootloader {
+    /// Directory in the gem5 tree holding the makefile.
+    pub source: S<String>,
+    /// The file the makefile produces, e.g. `boot.arm64`.
+    pub image: S<String>,
 }
 
 /// `toolchains/<id>.toml`

@@ -49,6 +49,9 @@ pub fn setup_commands(arch: &Arch, a: &Attach) -> Vec<String> {
     if let Some(h) = &a.helpers {
         v.push(format!("source {}", h.display()));
     }
+    // gem5 opens its stub only once the simulation starts, seconds after
+    // launch: gdb retries a refused connection until this timeout.
+    v.push("set tcp connect-timeout 60".to_string());
     v.push(format!("target remote 127.0.0.1:{}", a.port));
     for b in &a.breakpoints {
         v.push(format!("{} {b}", arch.gdb.breakpoint));

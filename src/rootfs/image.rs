@@ -19,6 +19,10 @@ pub struct InitConf {
     pub poweroff: Poweroff,
     pub cmds: Vec<String>,
     pub shell: bool,
+    /// gem5: fetch the configuration from the host with `m5 readfile`.
+    pub readfile: bool,
+    /// gem5: take a checkpoint after the boot marker.
+    pub checkpoint: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -34,8 +38,15 @@ const INITTAB: &str = "::sysinit:/etc/init.d/rcS\n::respawn:/bin/cttyhack /bin/s
 const RCS: &str = "#!/bin/sh\nmount -a\nmkdir -p /dev/pts\nmount -t devpts devpts /dev/pts 2>/dev/null\nhostname kmatrix\necho\necho \"kmatrix: $(uname -sr) on $(uname -m). 'poweroff' (or 'reboot') ends the VM; Ctrl-A x quits QEMU.\"\n";
 const FSTAB: &str = "proc /proc proc defaults 0 0\nsysfs /sys sysfs defaults 0 0\ndevtmpfs /dev devtmpfs defaults 0 0\ntmpfs /tmp tmpfs defaults 0 0\n";
 
-fn conf_text(c: &InitConf) -> String {
+/// /kmatrix.conf (also what gem5's `m5 readfile` hands the init).
+pub fn conf_text(c: &InitConf) -> String {
     let mut s = format!("nonce={}\npoweroff={}\n", c.nonce, c.poweroff.as_str());
+    if c.readfile {
+        s.push_str("readfile=1\n");
+    }
+    if c.checkpoint {
+        s.push_str("checkpoint=1\n");
+    }
     for cmd in &c.cmds {
         // One command per line: a newline would start a new key.
         s.push_str(&format!("cmd={}\n", cmd.replace('\n', " ")));

@@ -12,6 +12,14 @@
  *   poweroff=poweroff|reboot|m5-exit
  *   cmd=<command>        repeatable, run in order
  *   shell=1              after the commands, exec an interactive shell
+ *   readfile=1           (gem5) the rest of the configuration comes from the
+ *                        host through gem5's `m5 readfile`: a kernel with
+ *                        the initramfs linked in is built once and each boot
+ *                        still gets its own nonce and commands
+ *   checkpoint=1         (gem5) after the boot marker, ask gem5 for a
+ *                        checkpoint, then read the configuration again with
+ *                        `m5 readfile`: a restored run gets the restoring
+ *                        boot's nonce and commands
  *
  * Markers (one line each, parsed by the host):
  *   KMATRIX-BOOT-OK nonce=N machine=M release=R
@@ -38,16 +46,42 @@ static char poweroff_mode[32] = "poweroff";
 static char *cmds[MAX_CMDS];
 static int ncmds;
 static int want_shell;
+static int want_readfile;
+static int want_checkpoint;
 
-static void load_config(void)
+/*
+ * gem5 pseudo-instructions (include/gem5/asm/generic/m5ops.h): EXIT 0x21,
+ * CHECKPOINT 0x43, READ_FILE 0x50. Arguments in x0.. / rdi, rsi, rdx; the
+ * result in x0 / rax. Only ever executed on gem5: elsewhere they fault.
+ */
+#if defined(__aarch64__)
+#define M5OP(func, a, b, c, ret)                                                    \
+	do {                                                                        \
+		register unsigned long x0 __asm__("x0") = (a);                      \
+		register unsigned long x1 __asm__("x1") = (b);                      \
+		register unsigned long x2 __asm__("x2") = (c);                      \
+		__asm__ volatile(".inst 0xff000110 | (" #func " << 16)"             \
+				 : "+r"(x0) : "r"(x1), "r"(x2) : "memory");         \
+		(ret) = x0;                                                         \
+	} while (0)
+#define HAVE_M5OPS 1
+#elif defined(__x86_64__)
+#define M5OP(func, a, b, c, ret)                                                    \
+	do {                                                                        \
+		unsigned long rax;                                                  \
+		__asm__ volatile(".byte 0x0f, 0x04\n\t.word " #func                 \
+				 : "=a"(rax) : "D"(a), "S"(b), "d"(c) : "memory");   \
+		(ret) = rax;                                                        \
+	} while (0)
+#define HAVE_M5OPS 1
+#else
+#define M5OP(func, a, b, c, ret) ((ret) = 0)
+#define HAVE_M5OPS 0
+#endif
+
+static void parse_config(char *text)
 {
-	FILE *f = fopen("/kmatrix.conf", "r");
-	char line[4096];
-
-	if (!f)
-		return;
-	while (fgets(line, sizeof line, f)) {
-		line[strcspn(line, "\n")] = 0;
+	for (char *line = strtok(text, "\n"); line; line = strtok(0, "\n")) {
 		if (!strncmp(line, "nonce=", 6))
 			snprintf(nonce, sizeof nonce, "%s", line + 6);
 		else if (!strncmp(line, "poweroff=", 9))
@@ -56,18 +90,66 @@ static void load_config(void)
 			cmds[ncmds++] = strdup(line + 4);
 		else if (!strcmp(line, "shell=1"))
 			want_shell = 1;
+		else if (!strcmp(line, "readfile=1"))
+			want_readfile = 1;
+		else if (!strcmp(line, "checkpoint=1"))
+			want_checkpoint = 1;
 	}
-	fclose(f);
 }
 
-/* gem5's "m5 exit" pseudo-instruction (M5OP_EXIT = 0x21), delay 0. */
+static void load_config(void)
+{
+	static char text[65536];
+	int fd = open("/kmatrix.conf", O_RDONLY);
+	ssize_t n;
+
+	if (fd < 0)
+		return;
+	n = read(fd, text, sizeof text - 1);
+	close(fd);
+	if (n > 0) {
+		text[n] = 0;
+		parse_config(text);
+	}
+}
+
+/* The host's configuration file through `m5 readfile`; 0 when there is none. */
+static int load_readfile(void)
+{
+	static char text[65536];
+	unsigned long got = 0, n;
+
+	if (!HAVE_M5OPS)
+		return 0;
+	/* gem5 writes through the guest's page tables: fault the pages in. */
+	memset(text, 0, sizeof text);
+	do {
+		M5OP(0x50, (unsigned long)(text + got), sizeof text - 1 - got, got, n);
+		got += n;
+	} while (n > 0 && got < sizeof text - 1);
+	if (!got)
+		return 0;
+	text[got] = 0;
+	for (int i = 0; i < ncmds; i++)
+		free(cmds[i]);
+	ncmds = 0;
+	want_checkpoint = 0;
+	parse_config(text);
+	return 1;
+}
+
 static void m5_exit(void)
 {
-#if defined(__aarch64__)
-	__asm__ volatile("mov x0, #0\n\t.inst 0xff000110 | (0x21 << 16)" ::: "x0", "memory");
-#elif defined(__x86_64__)
-	__asm__ volatile("xor %%edi, %%edi\n\t.byte 0x0f, 0x04\n\t.word 0x21" ::: "rdi", "memory");
-#endif
+	unsigned long r;
+	M5OP(0x21, 0, 0, 0, r);
+	(void)r;
+}
+
+static void m5_checkpoint(void)
+{
+	unsigned long r;
+	M5OP(0x43, 0, 0, 0, r);
+	(void)r;
 }
 
 static void finish(void)
@@ -129,9 +211,20 @@ int main(void)
 	setvbuf(stdout, 0, _IOLBF, 0);
 
 	load_config();
+	if (want_readfile)
+		load_readfile();
 	uname(&u);
 	printf("KMATRIX-BOOT-OK nonce=%s machine=%s release=%s\n", nonce, u.machine, u.release);
 	fflush(stdout);
+	if (want_checkpoint) {
+		m5_checkpoint();
+		/* Both the run that took the checkpoint and every restore of it
+		 * continue here; a restore brings its own readfile. */
+		if (load_readfile()) {
+			printf("KMATRIX-BOOT-OK nonce=%s machine=%s release=%s restored\n", nonce, u.machine, u.release);
+			fflush(stdout);
+		}
+	}
 
 	for (int i = 0; i < ncmds; i++) {
 		printf("KMATRIX-CMD-BEGIN %d nonce=%s\n", i, nonce);

@@ -17,6 +17,9 @@ pub enum Key {
     Toolchain,
     Kernel,
     Config,
+    /// qemu or gem5: `--rows arch --cols emulator` puts the same kernel's
+    /// QEMU and gem5 boots side by side.
+    Emulator,
 }
 
 impl Key {
@@ -27,6 +30,7 @@ impl Key {
             Key::Toolchain => &c.toolchain,
             Key::Kernel => &c.kernel,
             Key::Config => &c.config,
+            Key::Emulator => &c.emulator,
         }
     }
     fn name(self) -> &'static str {
@@ -36,6 +40,7 @@ impl Key {
             Key::Toolchain => "toolchain",
             Key::Kernel => "kernel",
             Key::Config => "config",
+            Key::Emulator => "emulator",
         }
     }
 }

@@ -19,7 +19,7 @@ use super::results::{CellResult, Verdict};
 use crate::boot::{self, BootSpec};
 use crate::build::{self, BuildOutcome, Request};
 use crate::cache::Cache;
-use crate::descriptor::{Emulator, InitramfsMode, Registry};
+use crate::descriptor::{Emulator, Registry};
 use crate::emulator::Gem5Install;
 use crate::error::{Error, Result};
 use crate::machine::{self, BootOptions};
@@ -148,11 +148,15 @@ fn worker(
     let tc = &reg.toolchains[&unit.toolchain];
     let board = &reg.boards[&cells[0].board];
     let _ = tx.send(Event::BuildStarted { build: unit.id.clone(), arch: arch.id.clone(), toolchain: tc.id.clone(), cells: cells.len() });
+    // A build unit with an embedded initramfs only serves boards that want
+    // one (the plan keys builds by that), so the first board decides.
+    let mut inputs = unit.inputs.clone();
+    crate::machine::embed_initramfs(cache, arch, tc, board, &mut inputs)?;
     let req = Request {
         arch,
         board,
         toolchain: tc,
-        inputs: unit.inputs.clone(),
+        inputs,
         source,
         allow_config_mismatch: false,
         extra_targets: unit.targets.clone(),
@@ -236,9 +240,6 @@ fn boot_cell(
     tx: &Sender<Event>,
 ) -> Result<(boot::BootResult, String)> {
     let board = &reg.boards[&c.board];
-    if board.kernel.initramfs == InitramfsMode::Embedded {
-        return Err(Error::Infra(format!("board `{}` needs an embedded initramfs, not supported by this kmatrix yet", board.id)));
-    }
     let gem5 = match &board.emulator {
         Emulator::Gem5(g) => Some(gem5(&g.isa, &g.variant).ok_or_else(|| Error::Infra("gem5 not built".into()))?),
         Emulator::Qemu(_) => None,
@@ -263,6 +264,7 @@ fn boot_cell(
         no_output_timeout: if board.emulator.kind() == "qemu" { opts.no_output_timeout } else { None },
         log: opts.dir.join(&rel),
         echo: false,
+        console_file: prepared.console_file,
     };
     let res = boot::run(&spec)?;
     let _ = std::fs::remove_file(run_dir.join("initramfs.cpio.gz"));
