@@ -493,10 +493,51 @@ mod tests {
             no_output_timeout: silent.map(Duration::from_secs),
             log: dir.path().join("console.log"),
             echo: false,
+            console_file: None,
         };
         let r = run(&spec).unwrap();
         std::mem::forget(dir);
         r
+    }
+
+    /// gem5's way: the console is a file the emulator appends to, and the
+    /// emulator's own output never counts as console.
+    fn sh_file(script: &str) -> (BootResult, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let term = dir.path().join("m5out/system.terminal");
+        let spec = BootSpec {
+            command: CommandSpec::new("sh").arg("-c").arg(script).env("T", term.display().to_string()),
+            nonce: "abc".into(),
+            timeout: Duration::from_secs(20),
+            no_output_timeout: None,
+            log: dir.path().join("console.log"),
+            echo: false,
+            console_file: Some(term),
+        };
+        (run(&spec).unwrap(), dir)
+    }
+
+    #[test]
+    fn console_file_is_followed_until_the_emulator_exits() {
+        let (r, dir) = sh_file(
+            "echo 'info: Kernel panic - not syncing (this is gem5 talking)'; sleep 0.3; mkdir -p $(dirname $T); \
+             echo 'KMATRIX-BOOT-OK nonce=abc machine=aarch64 release=6.1' > $T; sleep 0.3; \
+             printf 'KMATRIX-CMD-BEGIN 0 nonce=abc\\nhi\\n\\nKMATRIX-CMD-END 0 status=0 nonce=abc\\nKMATRIX-DONE nonce=abc\\n' >> $T; \
+             echo 'Exiting @ tick 1 because m5_exit instruction encountered'",
+        );
+        assert_eq!(r.outcome, Outcome::Pass, "{r:?}");
+        assert_eq!(r.cmds[0].output, "hi\n");
+        let emu = std::fs::read_to_string(dir.path().join("console.emulator.log")).unwrap();
+        assert!(emu.contains("m5_exit"), "{emu}");
+    }
+
+    #[test]
+    fn emulator_fatal_is_the_boot_fail_reason() {
+        let (r, _dir) = sh_file("echo 'fatal: Could not load kernel file /x' >&2; exit 1");
+        match r.outcome {
+            Outcome::BootFail { reason } => assert!(reason.contains("fatal: Could not load kernel file"), "{reason}"),
+            o => panic!("{o:?}"),
+        }
     }
 
     #[test]
