@@ -471,6 +471,119 @@ pub fn run_interactive(cmd: &CommandSpec) -> Result<i32> {
     Ok(st.code().unwrap_or(1))
 }
 
+/// Restores the terminal's settings when dropped.
+struct RawMode(Option<libc::termios>);
+
+impl RawMode {
+    fn enter() -> RawMode {
+        // SAFETY: tcgetattr/tcsetattr on fd 0 with a zeroed, then filled, termios.
+        unsafe {
+            if libc::isatty(0) != 1 {
+                return RawMode(None);
+            }
+            let mut t: libc::termios = std::mem::zeroed();
+            if libc::tcgetattr(0, &mut t) != 0 {
+                return RawMode(None);
+            }
+            let saved = t;
+            libc::cfmakeraw(&mut t);
+            libc::tcsetattr(0, libc::TCSANOW, &t);
+            RawMode(Some(saved))
+        }
+    }
+}
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        if let Some(t) = &self.0 {
+            // SAFETY: restores the settings read in enter().
+            unsafe {
+                libc::tcsetattr(0, libc::TCSANOW, t);
+            }
+        }
+    }
+}
+
+/// An interactive console on a TCP terminal (gem5's): starts the emulator
+/// with its own output in `emu_log`, connects to 127.0.0.1:`port` once it
+/// listens, and joins it to the user's terminal. Ctrl-A x stops the machine,
+/// as in QEMU; the session also ends when the emulator exits.
+pub fn run_terminal(cmd: &CommandSpec, port: u16, emu_log: &std::path::Path) -> Result<i32> {
+    use std::net::TcpStream;
+    let log = std::fs::File::create(emu_log).map_err(Error::io(format!("cannot create {}", emu_log.display())))?;
+    let err = log.try_clone().map_err(Error::io("dup"))?;
+    let mut c = cmd.to_command();
+    c.stdout(log).stderr(err).stdin(Stdio::null()).process_group(0);
+    let mut child = c.spawn().map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => Error::MissingTool { tool: cmd.program.clone(), package: None },
+        _ => Error::Io { context: format!("cannot start {}", cmd.program), source: e },
+    })?;
+    let interrupted = interrupted();
+    let start = Instant::now();
+    let sock = loop {
+        if let Ok(s) = TcpStream::connect(("127.0.0.1", port)) {
+            break s;
+        }
+        if let Ok(Some(st)) = child.try_wait() {
+            let text = std::fs::read_to_string(emu_log).unwrap_or_default();
+            return Err(Error::Infra(format!(
+                "the emulator exited ({st}) before its console opened{}; log: {}",
+                emulator_error(&text).map(|e| format!(": {e}")).unwrap_or_default(),
+                emu_log.display()
+            )));
+        }
+        if interrupted.load(Ordering::Relaxed) || start.elapsed() > Duration::from_secs(300) {
+            kill_group(&mut child, Duration::from_secs(1));
+            return Err(if interrupted.load(Ordering::Relaxed) { Error::Interrupted } else { Error::Infra(format!("no console on 127.0.0.1:{port} after 300s")) });
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let _raw = RawMode::enter();
+    let mut from_guest = sock.try_clone().map_err(Error::io("dup"))?;
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        let mut out = std::io::stdout();
+        while let Ok(n) = from_guest.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            let _ = out.write_all(&buf[..n]);
+            let _ = out.flush();
+        }
+    });
+    let (tx, rx) = mpsc::channel::<u8>();
+    std::thread::spawn(move || {
+        let mut b = [0u8; 1];
+        while let Ok(1) = std::io::stdin().read(&mut b) {
+            if tx.send(b[0]).is_err() {
+                break;
+            }
+        }
+    });
+    let mut to_guest = sock;
+    let mut escape = false;
+    loop {
+        match rx.recv_timeout(Duration::from_millis(50)) {
+            Ok(b) if escape => {
+                escape = false;
+                if b == b'x' {
+                    break;
+                }
+                let _ = to_guest.write_all(&[0x01, b][usize::from(b == 0x01)..]);
+            }
+            Ok(0x01) => escape = true,
+            Ok(b) => {
+                let _ = to_guest.write_all(&[b]);
+            }
+            Err(_) => {}
+        }
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            break;
+        }
+    }
+    Ok(kill_group(&mut child, Duration::from_secs(1)).unwrap_or(0))
+}
+
 /// A random nonce for markers.
 pub fn nonce() -> String {
     let mut b = [0u8; 8];
@@ -529,6 +642,33 @@ mod tests {
         assert_eq!(r.cmds[0].output, "hi\n");
         let emu = std::fs::read_to_string(dir.path().join("console.emulator.log")).unwrap();
         assert!(emu.contains("m5_exit"), "{emu}");
+    }
+
+    #[test]
+    fn terminal_bridge_connects_once_the_port_listens() {
+        let port = crate::debug::free_port().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let server = std::thread::spawn(move || {
+            // The "emulator" opens its terminal a moment after starting.
+            std::thread::sleep(Duration::from_millis(300));
+            let l = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+            let (mut c, _) = l.accept().unwrap();
+            c.write_all(b"console banner\r\n").unwrap();
+        });
+        let cmd = CommandSpec::new("sh").arg("-c").arg("echo emulator-log-line; sleep 1.5");
+        let st = run_terminal(&cmd, port, &dir.path().join("gem5.log")).unwrap();
+        server.join().unwrap();
+        assert_eq!(st, 0);
+        assert!(std::fs::read_to_string(dir.path().join("gem5.log")).unwrap().contains("emulator-log-line"));
+    }
+
+    #[test]
+    fn terminal_bridge_reports_an_emulator_that_dies_first() {
+        let port = crate::debug::free_port().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let cmd = CommandSpec::new("sh").arg("-c").arg("echo 'fatal: Could not load kernel file' >&2; exit 1");
+        let e = run_terminal(&cmd, port, &dir.path().join("gem5.log")).unwrap_err();
+        assert!(e.to_string().contains("fatal: Could not load kernel file"), "{e}");
     }
 
     #[test]

@@ -183,6 +183,8 @@ pub struct PreparedBoot {
     pub run_dir: PathBuf,
     /// Where the guest console appears when it is not the emulator's stdout.
     pub console_file: Option<PathBuf>,
+    /// gem5, interactive: the console terminal's loopback port.
+    pub terminal_port: Option<u16>,
 }
 
 /// Writes the initramfs for this boot into `run_dir` and renders the
@@ -265,14 +267,18 @@ pub fn prepare_boot(
         // busybox init reads /etc/inittab: rcS, then a respawning shell.
         append.push("rdinit=/sbin/init".into());
     }
+    let terminal_port = if is_gem5 && o.interactive { Some(crate::debug::free_port()?) } else { None };
     let inputs = crate::emulator::BootInputs {
-        kernel: manifest.image.clone(),
+        terminal_port,
+        // A build shared by several boards records the first one's image
+        // (QEMU virt's Image); this board may want another (gem5's vmlinux).
+        kernel: manifest.dir.join(&board.kernel.image),
         initrd,
         readfile,
         bootloader,
         checkpoint_dir: o.checkpoint.clone().or_else(|| o.restore.clone()),
         restore: o.restore.is_some(),
-        dtb: manifest.dtb.clone(),
+        dtb: board.kernel.dtb.as_ref().map(|d| manifest.dir.join(d)),
         append,
         memory_mib: o.memory_mib,
         smp: o.smp,
@@ -289,7 +295,7 @@ pub fn prepare_boot(
     if is_gem5 {
         let _ = std::fs::remove_dir_all(run_dir.join("m5out"));
     }
-    Ok(PreparedBoot { command: crate::emulator::command(board, &inputs), nonce, run_dir: run_dir.to_path_buf(), console_file })
+    Ok(PreparedBoot { command: crate::emulator::command(board, &inputs), nonce, run_dir: run_dir.to_path_buf(), console_file, terminal_port })
 }
 
 /// A unique run directory name.

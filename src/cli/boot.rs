@@ -150,6 +150,11 @@ pub fn run(ctx: &Ctx, mut a: Args) -> Result<i32> {
         say(&format!("the machine waits for a debugger on 127.0.0.1:{port}; attach with:"));
         say(&format!("  kmatrix debug {sel} --attach {port}"));
     }
+    if let (true, Some(port)) = (interactive, prepared.terminal_port) {
+        say(&format!("booting {} on gem5; the console is 127.0.0.1:{port} (Ctrl-A x stops the simulation)", board.id));
+        say(&format!("{cmd}"));
+        return boot::run_terminal(&cmd, port, &run_dir.join("gem5.log"));
+    }
     if interactive {
         say(&format!("booting {} (Ctrl-A x quits QEMU)", board.id));
         say(&format!("{cmd}"));

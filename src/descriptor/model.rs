@@ -176,6 +176,7 @@ pub struct Gem5 {
     pub halted_args: Vec<String>,
     pub checkpoint_args: Vec<String>,
     pub restore_args: Vec<String>,
+    pub interactive_args: Vec<String>,
     pub bootloader: Option<Gem5Bootloader>,
 }
 
@@ -200,6 +201,7 @@ pub const GEM5_PLACEHOLDERS: &[&str] = &[
     "bootloader",
     "readfile",
     "checkpoint-dir",
+    "terminal-port",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
