@@ -32,6 +32,9 @@ pub fn missing(reqs: &[Requirement]) -> Vec<&Requirement> {
     reqs.iter().filter(|r| !r.satisfied()).collect()
 }
 
+/// Debian packages gem5's scons build needs (gem5's building docs).
+const GEM5_BUILD_DEPS: &str = "g++ scons m4 python3-dev zlib1g-dev libprotobuf-dev protobuf-compiler libgoogle-perftools-dev libboost-all-dev pkg-config";
+
 pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let reg = ctx.registry()?;
     let (boards, tcs) = selection(&reg, a.arch.as_deref(), a.board.as_deref(), &a.toolchains)?;
@@ -53,6 +56,25 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         miss.push("linux-source-6.1".into());
     }
     println!("ccache: {}", if host::which("ccache").is_some() { "yes" } else { "no (optional; Debian package ccache makes rebuilds fast)" });
+    // gem5 is built from source, not installed: not a missing package, but
+    // its boards skip until it is there.
+    let mut isas: Vec<&str> = boards
+        .iter()
+        .filter_map(|b| match &b.emulator {
+            crate::descriptor::Emulator::Gem5(g) => Some(g.isa.as_str()),
+            _ => None,
+        })
+        .collect();
+    isas.sort();
+    isas.dedup();
+    for isa in isas {
+        match ctx.gem5_install(isa, "opt") {
+            Some(g) => println!("gem5 {isa}: {} ({})", g.binary.display(), g.version.as_deref().unwrap_or("version unknown")),
+            None => println!(
+                "gem5 {isa}: not built; its boards skip (`kmatrix emulator build gem5 --isa {isa} --source <gem5 tree>`; build deps: {GEM5_BUILD_DEPS})"
+            ),
+        }
+    }
     miss.sort();
     miss.dedup();
     if miss.is_empty() {
