@@ -381,6 +381,22 @@ mod tests {
     }
 
     #[test]
+    fn qemu_and_gem5_side_by_side() {
+        let mut q = cell("qemu-aarch64-virt", Verdict::Pass);
+        q.arch = "aarch64".into();
+        q.emulator = "qemu".into();
+        q.boot_to_marker_seconds = Some(0.37);
+        let mut g = cell("gem5-arm", Verdict::Pass);
+        g.arch = "aarch64".into();
+        g.emulator = "gem5".into();
+        g.boot_to_marker_seconds = Some(41.2);
+        let r = results(vec![q, g]);
+        let l = Layout { rows: vec![Key::Arch], cols: vec![Key::Emulator] };
+        let m = markdown(&r, &l);
+        assert!(m.starts_with("| arch | qemu | gem5 |\n|---|---|---|\n| aarch64 | pass 0.37s | pass 41.20s |"), "{m}");
+    }
+
+    #[test]
     fn junit_has_failures_and_skips() {
         let r = results(vec![cell("a", Verdict::Pass), cell("b", Verdict::Timeout), cell("c", Verdict::Skip)]);
         let x = junit(&r);
