@@ -7,8 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 KM=${KM:-target/release/kmatrix}
 N=${N:-5}
-now() { date +%s.%N; }
-median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+. bench/lib.sh
 printf '%-10s %10s %10s %10s %8s\n' arch marker_s kmatrix_s bare_s ratio
 for arch in ${ARCHES:-x86_64 aarch64 arm mips64 mips64el}; do
   out=$($KM boot --arch "$arch" --check)          # warm-up; builds if needed

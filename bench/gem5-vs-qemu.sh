@@ -8,8 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 KM=${KM:-target/release/kmatrix}
 N=${N:-1}
-now() { date +%s.%N; }
-median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+. bench/lib.sh
 measure() { # board -> "marker wall"
   local marker=() wall=() o t0 t1
   $KM boot --board "$1" --check >/dev/null   # warm-up: builds if needed
