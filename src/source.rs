@@ -103,6 +103,20 @@ fn tarball_hash(path: &Path, cache: &Cache) -> Result<String> {
 }
 
 fn tarball(path: &Path, cache: &Cache, say: &dyn Fn(&str)) -> Result<Source> {
+    let (dir, hash) = unpack(path, cache, "Makefile", say)?;
+    let timestamp = std::fs::metadata(dir.join("Makefile"))
+        .ok()
+        .and_then(|m| m.modified().ok())
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| format!("@{}", d.as_secs()))
+        .unwrap_or_else(|| "@0".into());
+    Ok(Source { dir, hash, mutable: false, timestamp, label: path.display().to_string() })
+}
+
+/// Unpacks a source tarball into the cache once (content-addressed); returns
+/// the tree (the directory holding `marker`) and the tarball's sha256. Also
+/// used for gem5's source (marker SConstruct).
+pub fn unpack(path: &Path, cache: &Cache, marker: &str, say: &dyn Fn(&str)) -> Result<(PathBuf, String)> {
     let hash = tarball_hash(path, cache)?;
     let root = cache.dir("sources")?.join(&hash[..32]);
     let done = root.join(".kmatrix-complete");
@@ -125,19 +139,12 @@ fn tarball(path: &Path, cache: &Cache, say: &dyn Fn(&str)) -> Result<Source> {
         let kept = tmp.keep();
         std::fs::rename(&kept, &root).map_err(Error::io(format!("cannot move the tree into {}", root.display())))?;
     }
-    let dir = kernel_dir(&root)?;
-    let timestamp = std::fs::metadata(dir.join("Makefile"))
-        .ok()
-        .and_then(|m| m.modified().ok())
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map(|d| format!("@{}", d.as_secs()))
-        .unwrap_or_else(|| "@0".into());
-    Ok(Source { dir, hash, mutable: false, timestamp, label: path.display().to_string() })
+    Ok((tree_dir(&root, marker)?, hash))
 }
 
 /// The tree is the root itself or its single top-level directory.
-fn kernel_dir(root: &Path) -> Result<PathBuf> {
-    if root.join("Makefile").is_file() {
+fn tree_dir(root: &Path, marker: &str) -> Result<PathBuf> {
+    if root.join(marker).is_file() {
         return Ok(root.to_path_buf());
     }
     let dirs: Vec<PathBuf> = std::fs::read_dir(root)
@@ -146,8 +153,8 @@ fn kernel_dir(root: &Path) -> Result<PathBuf> {
         .filter(|p| p.is_dir())
         .collect();
     match dirs.as_slice() {
-        [d] if d.join("Makefile").is_file() => Ok(d.clone()),
-        _ => Err(Error::Infra(format!("{} does not hold a kernel tree", root.display()))),
+        [d] if d.join(marker).is_file() => Ok(d.clone()),
+        _ => Err(Error::Infra(format!("{} does not hold a source tree (no {marker})", root.display()))),
     }
 }
 

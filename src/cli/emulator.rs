@@ -21,10 +21,17 @@ pub enum Cmd {
         /// gem5 ISA: ARM or X86.
         #[arg(long)]
         isa: String,
-        /// The gem5 source tree (a git checkout or unpacked release). Keep
-        /// it outside any repository: the build directory grows to gigabytes.
-        #[arg(long, value_name = "DIR", required_unless_present = "record")]
+        /// The gem5 source: a tree (git checkout, unpacked release) or a
+        /// release tarball (unpacked into the cache). Keep a tree outside any
+        /// repository: the build directory grows to gigabytes.
+        #[arg(long, value_name = "DIR|TARBALL", required_unless_present_any = ["record", "source_url"])]
         source: Option<PathBuf>,
+        /// Download the gem5 source tarball from this URL (https), verified
+        /// against --sha256 before it is unpacked.
+        #[arg(long, value_name = "URL", requires = "sha256", conflicts_with = "source")]
+        source_url: Option<String>,
+        #[arg(long, value_name = "HEX")]
+        sha256: Option<String>,
         /// Binary variant: opt (default), fast, debug.
         #[arg(long, default_value = "opt")]
         variant: String,
@@ -65,13 +72,22 @@ fn run_step(c: &CommandSpec, dry: bool) -> Result<()> {
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
-    let Cmd::Build { name, isa, source, variant, jobs, record, dry_run } = a.cmd;
+    let Cmd::Build { name, isa, source, source_url, sha256, variant, jobs, record, dry_run } = a.cmd;
     if name != "gem5" {
         return Err(Error::Usage(format!("cannot build emulator `{name}`: only gem5 is built from source (QEMU comes from Debian)")));
     }
     if !["ARM", "X86"].contains(&isa.as_str()) {
         return Err(Error::Usage(format!("--isa {isa}: expected ARM or X86")));
     }
+    // A tarball or URL becomes a tree in the cache, unpacked once.
+    let source = match (source, source_url, sha256) {
+        (Some(p), _, _) if p.is_file() => Some(crate::source::unpack(&p, &ctx.cache, "SConstruct", &say)?.0),
+        (None, Some(url), Some(sum)) => {
+            let file = crate::source::download(&url, &sum, &ctx.cache.dir("downloads")?, &say)?;
+            Some(crate::source::unpack(&file, &ctx.cache, "SConstruct", &say)?.0)
+        }
+        (s, _, _) => s,
+    };
     let (binary, root) = match (record, source) {
         (Some(bin), _) => {
             let bin = bin.canonicalize().map_err(Error::io(format!("cannot find {}", bin.display())))?;
