@@ -104,6 +104,37 @@ fn gem5_arm_plumbing_with_a_stand_in_gem5() {
     assert!(emu.contains("m5_exit instruction encountered"), "{emu}");
 }
 
+/// gem5-x86's kernel carries kmatrix's init (CONFIG_INITRAMFS_SOURCE, a
+/// content-addressed cpio in the cache); the boot passes no initrd and hands
+/// the nonce and commands over through the readfile.
+#[test]
+fn gem5_x86_embedded_initramfs_with_a_stand_in_gem5() {
+    if !real() {
+        return;
+    }
+    let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let out = kmatrix(&["build", "--board", "gem5-x86"]);
+    let s = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{s}");
+    let config = s.lines().find_map(|l| l.trim().strip_prefix(".config")).unwrap().trim().to_string();
+    let text = std::fs::read_to_string(&config).unwrap();
+    let cpio = text.lines().find_map(|l| l.strip_prefix("CONFIG_INITRAMFS_SOURCE=")).unwrap().trim_matches('"').to_string();
+    let data = std::fs::read(&cpio).unwrap();
+    let has = |name: &str| data.windows(name.len()).any(|w| w == name.as_bytes());
+    assert!(has("init\0") && has("kmatrix.conf\0"), "{cpio}");
+    assert!(has("readfile=1"), "{cpio}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let bin = fake_gem5(dir.path(), "X86");
+    let (code, s) = run(&bin, &["boot", "--board", "gem5-x86", "--check", "--cmd", "true"]);
+    assert_eq!(code, Some(0), "{s}");
+    let log = s.lines().find_map(|l| l.strip_prefix("console log: ")).unwrap();
+    let argv = std::fs::read_to_string(log).unwrap().lines().next().unwrap().to_string();
+    assert!(!argv.contains("initrd"), "{argv}");
+    assert!(argv.contains("--script="), "{argv}");
+    assert!(argv.contains("/vmlinux "), "{argv}");
+}
+
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
