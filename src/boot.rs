@@ -504,40 +504,75 @@ impl Drop for RawMode {
     }
 }
 
-/// An interactive console on a TCP terminal (gem5's): starts the emulator
-/// with its own output in `emu_log`, connects to 127.0.0.1:`port` once it
-/// listens, and joins it to the user's terminal. Ctrl-A x stops the machine,
-/// as in QEMU; the session also ends when the emulator exits.
-pub fn run_terminal(cmd: &CommandSpec, port: u16, emu_log: &std::path::Path) -> Result<i32> {
-    use std::net::TcpStream;
-    let log = std::fs::File::create(emu_log).map_err(Error::io(format!("cannot create {}", emu_log.display())))?;
-    let err = log.try_clone().map_err(Error::io("dup"))?;
-    let mut c = cmd.to_command();
-    c.stdout(log).stderr(err).stdin(Stdio::null()).process_group(0);
-    let mut child = c.spawn().map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => Error::MissingTool { tool: cmd.program.clone(), package: None },
-        _ => Error::Io { context: format!("cannot start {}", cmd.program), source: e },
-    })?;
-    let interrupted = interrupted();
+/// Starts an emulator that announces its listeners on stderr, as gem5 does
+/// ("system.terminal: Listening for connections on port 3456"; gem5 picks
+/// the next free port when one is taken). Both streams go to `log`; each
+/// announcement arrives on the channel as (listener name, port).
+pub fn spawn_announcing(cmd: &CommandSpec, log: &std::path::Path) -> Result<(Child, mpsc::Receiver<(String, u16)>)> {
+    let out = std::fs::File::create(log).map_err(Error::io(format!("cannot create {}", log.display())))?;
+    let mut err_log = out.try_clone().map_err(Error::io("dup"))?;
+    let mut child = spawn_group(cmd, Stdio::from(out), Stdio::null())?;
+    let stderr = child.stderr.take().expect("piped");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        let re = Regex::new(r"^(\S+): Listening for connections on port (\d+)").expect("valid");
+        for line in std::io::BufReader::new(stderr).lines().map_while(|l| l.ok()) {
+            let _ = writeln!(err_log, "{line}");
+            if let Some(c) = re.captures(&line)
+                && let Ok(port) = c[2].parse() {
+                    let _ = tx.send((c[1].to_string(), port));
+                }
+        }
+    });
+    Ok((child, rx))
+}
+
+/// Waits for the listener whose name ends with `name` (e.g. `.remote_gdb`);
+/// others are passed to `other`. Fails when the emulator exits first.
+pub fn wait_listener(child: &mut Child, rx: &mpsc::Receiver<(String, u16)>, name: &str, log: &std::path::Path, other: &mut dyn FnMut(&str, u16)) -> Result<u16> {
     let start = Instant::now();
-    let sock = loop {
-        if let Ok(s) = TcpStream::connect(("127.0.0.1", port)) {
-            break s;
+    loop {
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok((n, port)) if n.ends_with(name) => return Ok(port),
+            Ok((n, port)) => other(&n, port),
+            Err(_) => {}
         }
         if let Ok(Some(st)) = child.try_wait() {
-            let text = std::fs::read_to_string(emu_log).unwrap_or_default();
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            let why = emulator_error(&text).or_else(|| text.lines().rev().find(|l| !l.trim().is_empty()).map(|l| l.trim().to_string()));
             return Err(Error::Infra(format!(
-                "the emulator exited ({st}) before its console opened{}; log: {}",
-                emulator_error(&text).map(|e| format!(": {e}")).unwrap_or_default(),
-                emu_log.display()
+                "the emulator exited ({st}) before its {} opened{}; log: {}",
+                name.trim_start_matches('.'),
+                why.map(|e| format!(": {e}")).unwrap_or_default(),
+                log.display()
             )));
         }
-        if interrupted.load(Ordering::Relaxed) || start.elapsed() > Duration::from_secs(300) {
-            kill_group(&mut child, Duration::from_secs(1));
-            return Err(if interrupted.load(Ordering::Relaxed) { Error::Interrupted } else { Error::Infra(format!("no console on 127.0.0.1:{port} after 300s")) });
+        if interrupted().load(Ordering::Relaxed) {
+            kill_group(child, Duration::from_secs(1));
+            return Err(Error::Interrupted);
         }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+        if start.elapsed() > Duration::from_secs(300) {
+            kill_group(child, Duration::from_secs(1));
+            return Err(Error::Infra(format!("no {} listener after 300s; log: {}", name.trim_start_matches('.'), log.display())));
+        }
+    }
+}
+
+/// An interactive console on gem5's terminal: starts the emulator (its own
+/// output in `emu_log`), connects to the loopback port the terminal
+/// announces, and joins it to the user's terminal. Ctrl-A x stops the
+/// machine, as in QEMU; the session also ends when the emulator exits.
+/// Other listeners (the gdb stub) are reported through `other`.
+pub fn run_terminal(cmd: &CommandSpec, emu_log: &std::path::Path, other: &mut dyn FnMut(&str, u16)) -> Result<i32> {
+    use std::net::TcpStream;
+    let (mut child, rx) = spawn_announcing(cmd, emu_log)?;
+    let port = wait_listener(&mut child, &rx, ".terminal", emu_log, other)?;
+    let sock = TcpStream::connect(("127.0.0.1", port)).map_err(Error::io(format!("cannot connect to the console on 127.0.0.1:{port}")))?;
+    std::thread::spawn(move || {
+        // Later announcements (none expected) are dropped.
+        for _ in rx {}
+    });
     let _raw = RawMode::enter();
     let mut from_guest = sock.try_clone().map_err(Error::io("dup"))?;
     std::thread::spawn(move || {
@@ -645,30 +680,36 @@ mod tests {
     }
 
     #[test]
-    fn terminal_bridge_connects_once_the_port_listens() {
-        let port = crate::debug::free_port().unwrap();
-        let dir = tempfile::tempdir().unwrap();
+    fn terminal_bridge_connects_to_the_announced_port() {
+        // The "emulator" opens its terminal (and a gdb stub) a moment after
+        // starting and says so on stderr, as gem5 does.
+        let l = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+        let port = l.local_addr().unwrap().port();
         let server = std::thread::spawn(move || {
-            // The "emulator" opens its terminal a moment after starting.
-            std::thread::sleep(Duration::from_millis(300));
-            let l = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
             let (mut c, _) = l.accept().unwrap();
             c.write_all(b"console banner\r\n").unwrap();
         });
-        let cmd = CommandSpec::new("sh").arg("-c").arg("echo emulator-log-line; sleep 1.5");
-        let st = run_terminal(&cmd, port, &dir.path().join("gem5.log")).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let script = format!(
+            "echo emulator-log-line; sleep 0.3; echo 'system.remote_gdb: Listening for connections on port 7001' >&2; \
+             echo 'system.terminal: Listening for connections on port {port}' >&2; sleep 1.5"
+        );
+        let cmd = CommandSpec::new("sh").arg("-c").arg(script);
+        let mut seen = Vec::new();
+        let st = run_terminal(&cmd, &dir.path().join("gem5.log"), &mut |n, p| seen.push((n.to_string(), p))).unwrap();
         server.join().unwrap();
         assert_eq!(st, 0);
-        assert!(std::fs::read_to_string(dir.path().join("gem5.log")).unwrap().contains("emulator-log-line"));
+        assert_eq!(seen, [("system.remote_gdb".to_string(), 7001)]);
+        let log = std::fs::read_to_string(dir.path().join("gem5.log")).unwrap();
+        assert!(log.contains("emulator-log-line") && log.contains("system.terminal: Listening"), "{log}");
     }
 
     #[test]
     fn terminal_bridge_reports_an_emulator_that_dies_first() {
-        let port = crate::debug::free_port().unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let cmd = CommandSpec::new("sh").arg("-c").arg("echo 'fatal: Could not load kernel file' >&2; exit 1");
-        let e = run_terminal(&cmd, port, &dir.path().join("gem5.log")).unwrap_err();
-        assert!(e.to_string().contains("fatal: Could not load kernel file"), "{e}");
+        let cmd = CommandSpec::new("sh").arg("-c").arg("echo 'SimObjectCliWrapperException: tried to set or unsettableobject parameter' >&2; exit 1");
+        let e = run_terminal(&cmd, &dir.path().join("gem5.log"), &mut |_, _| {}).unwrap_err();
+        assert!(e.to_string().contains("SimObjectCliWrapperException"), "{e}");
     }
 
     #[test]

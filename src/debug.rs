@@ -7,7 +7,7 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-use crate::boot::{kill_group, spawn_group};
+use crate::boot::kill_group;
 use crate::build::Manifest;
 use crate::command::CommandSpec;
 use crate::descriptor::{Arch, Toolchain};
@@ -57,10 +57,26 @@ pub fn gdb_command(s: &Session) -> CommandSpec {
 /// Starts the emulator (halted, console to a file) and runs gdb against it.
 /// Returns gdb's exit status; the emulator's process group is always killed.
 /// `log` takes the emulator's output; `console` is where the guest console
-/// appears (the same file for QEMU, gem5's terminal file for gem5).
-pub fn run(emulator: &CommandSpec, log: &Path, console: &Path, s: &Session) -> Result<i32> {
-    let log = std::fs::File::create(log).map_err(Error::io(format!("cannot create {}", log.display())))?;
-    let mut emu = spawn_group(emulator, Stdio::from(log), Stdio::null())?;
+/// appears (the same file for QEMU, gem5's terminal file for gem5). With
+/// `announced` (gem5) the stub's port is the one the emulator announces, not
+/// `s.port`.
+pub fn run(emulator: &CommandSpec, log: &Path, console: &Path, s: &mut Session, announced: bool) -> Result<i32> {
+    let mut emu = if announced {
+        let (mut child, rx) = crate::boot::spawn_announcing(emulator, log)?;
+        s.port = crate::boot::wait_listener(&mut child, &rx, ".remote_gdb", log, &mut |_, _| {})?;
+        eprintln!("kmatrix: gem5's gdb stub: 127.0.0.1:{}", s.port);
+        child
+    } else {
+        let out = std::fs::File::create(log).map_err(Error::io(format!("cannot create {}", log.display())))?;
+        let err = out.try_clone().map_err(Error::io("dup"))?;
+        let mut c = emulator.to_command();
+        c.stdout(out).stderr(err).stdin(Stdio::null());
+        std::os::unix::process::CommandExt::process_group(&mut c, 0);
+        c.spawn().map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Error::MissingTool { tool: emulator.program.clone(), package: None },
+            _ => Error::Io { context: format!("cannot start {}", emulator.program), source: e },
+        })?
+    };
     if s.batch.is_none() {
         console_pane(console, emu.id());
     }

@@ -39,8 +39,6 @@ pub struct BootInputs {
     pub checkpoint_dir: Option<PathBuf>,
     /// gem5: restore the checkpoint in `checkpoint_dir`.
     pub restore: bool,
-    /// gem5: the loopback port of the console terminal (interactive boots).
-    pub terminal_port: Option<u16>,
 }
 
 /// Where a gem5 build lives: the binary and the source tree holding configs/.
@@ -124,7 +122,6 @@ fn gem5(board: &Board, g: &Gem5, i: &BootInputs) -> CommandSpec {
     vars.insert("bootloader", path(&i.bootloader, "<bootloader>"));
     vars.insert("readfile", path(&i.readfile, "<readfile>"));
     vars.insert("checkpoint-dir", path(&i.checkpoint_dir, "<checkpoint-dir>"));
-    vars.insert("terminal-port", i.terminal_port.map(|p| p.to_string()).unwrap_or_else(|| "<terminal-port>".into()));
     let fill = |s: &str| {
         let mut out = s.to_string();
         for (k, v) in &vars {
@@ -142,16 +139,10 @@ fn gem5(board: &Board, g: &Gem5, i: &BootInputs) -> CommandSpec {
     // kmatrix never passes. The console is read from m5out/system.terminal.
     let listen = i.gdb_port.is_some() || i.interactive;
     c = c.arg(format!("--listener-mode={}", if listen { "on" } else { "off" }));
-    if let Some(port) = i.gdb_port {
-        c = c.arg(format!("--remote-gdb-port={port}"));
-    }
     c = c.arg(format!("{root}/{}", g.script));
     c = c.args(g.args.iter().map(|a| fill(a)));
     if i.halted {
         c = c.args(g.halted_args.iter().map(|a| fill(a)));
-    }
-    if i.interactive {
-        c = c.args(g.interactive_args.iter().map(|a| fill(a)));
     }
     if i.restore {
         c = c.args(g.restore_args.iter().map(|a| fill(a)));

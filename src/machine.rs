@@ -183,8 +183,6 @@ pub struct PreparedBoot {
     pub run_dir: PathBuf,
     /// Where the guest console appears when it is not the emulator's stdout.
     pub console_file: Option<PathBuf>,
-    /// gem5, interactive: the console terminal's loopback port.
-    pub terminal_port: Option<u16>,
 }
 
 /// Writes the initramfs for this boot into `run_dir` and renders the
@@ -267,9 +265,7 @@ pub fn prepare_boot(
         // busybox init reads /etc/inittab: rcS, then a respawning shell.
         append.push("rdinit=/sbin/init".into());
     }
-    let terminal_port = if is_gem5 && o.interactive { Some(crate::debug::free_port()?) } else { None };
     let inputs = crate::emulator::BootInputs {
-        terminal_port,
         // A build shared by several boards records the first one's image
         // (QEMU virt's Image); this board may want another (gem5's vmlinux).
         kernel: manifest.dir.join(&board.kernel.image),
@@ -295,7 +291,7 @@ pub fn prepare_boot(
     if is_gem5 {
         let _ = std::fs::remove_dir_all(run_dir.join("m5out"));
     }
-    Ok(PreparedBoot { command: crate::emulator::command(board, &inputs), nonce, run_dir: run_dir.to_path_buf(), console_file, terminal_port })
+    Ok(PreparedBoot { command: crate::emulator::command(board, &inputs), nonce, run_dir: run_dir.to_path_buf(), console_file })
 }
 
 /// A unique run directory name.

@@ -141,19 +141,28 @@ pub fn run(ctx: &Ctx, mut a: Args) -> Result<i32> {
     };
     let prepared = machine::prepare_boot(&ctx.cache, &reg, board, &opts.toolchain, &manifest, &bopts, &run_dir, &say)?;
     let (cmd, nonce) = (prepared.command, prepared.nonce);
-    if let Some(port) = gdb_port {
-        let sel = match (&a.build.arch, &a.build.board) {
-            (_, Some(b)) => format!("--board {b}"),
-            (Some(x), None) => format!("--arch {x}"),
-            _ => String::new(),
-        };
+    let sel = match (&a.build.arch, &a.build.board) {
+        (_, Some(b)) => format!("--board {b}"),
+        (Some(x), None) => format!("--arch {x}"),
+        _ => String::new(),
+    };
+    let attach_hint = |port: u16| {
         say(&format!("the machine waits for a debugger on 127.0.0.1:{port}; attach with:"));
         say(&format!("  kmatrix debug {sel} --attach {port}"));
+    };
+    let is_gem5 = matches!(board.emulator, Emulator::Gem5(_));
+    if let (Some(port), false) = (gdb_port, is_gem5) {
+        attach_hint(port);
     }
-    if let (true, Some(port)) = (interactive, prepared.terminal_port) {
-        say(&format!("booting {} on gem5; the console is 127.0.0.1:{port} (Ctrl-A x stops the simulation)", board.id));
+    if interactive && is_gem5 {
+        // gem5 chooses its listeners' ports and announces them.
+        say(&format!("booting {} on gem5 (Ctrl-A x stops the simulation; gem5's own output: {})", board.id, run_dir.join("gem5.log").display()));
         say(&format!("{cmd}"));
-        return boot::run_terminal(&cmd, port, &run_dir.join("gem5.log"));
+        return boot::run_terminal(&cmd, &run_dir.join("gem5.log"), &mut |name, port| {
+            if name.ends_with(".remote_gdb") {
+                attach_hint(port);
+            }
+        });
     }
     if interactive {
         say(&format!("booting {} (Ctrl-A x quits QEMU)", board.id));

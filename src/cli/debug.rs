@@ -88,6 +88,9 @@ pub fn run(ctx: &Ctx, mut a: Args) -> Result<i32> {
     let log = run_dir.join("console.log");
     let console = prepared.console_file.clone().unwrap_or_else(|| log.clone());
     say(&format!("guest console: {}", console.display()));
-    say(&format!("gdbstub: 127.0.0.1:{port}"));
-    debug::run(&prepared.command, &log, &console, &session)
+    let gem5 = matches!(board.emulator, Emulator::Gem5(_));
+    if !gem5 {
+        say(&format!("gdbstub: 127.0.0.1:{port}"));
+    }
+    debug::run(&prepared.command, &log, &console, &mut session, gem5)
 }

@@ -539,7 +539,7 @@ fn resolve_board(
             if !["ARM", "X86", "RISCV", "MIPS", "POWER", "SPARC"].contains(&g.isa.get_ref().as_str()) {
                 d.error(file, g.isa.span(), format!("unknown gem5 ISA `{}`", g.isa.get_ref())).help("one of ARM, X86, RISCV, MIPS, POWER, SPARC");
             }
-            for s in g.args.iter().chain(g.env.values()).chain(&g.halted_args).chain(&g.checkpoint_args).chain(&g.restore_args).chain(&g.interactive_args) {
+            for s in g.args.iter().chain(g.env.values()).chain(&g.halted_args).chain(&g.checkpoint_args).chain(&g.restore_args) {
                 check_placeholders(file, s, d);
             }
             let strings = |v: Vec<Spanned<String>>| v.into_iter().map(Spanned::into_inner).collect::<Vec<_>>();
@@ -552,7 +552,6 @@ fn resolve_board(
                 halted_args: strings(g.halted_args),
                 checkpoint_args: strings(g.checkpoint_args),
                 restore_args: strings(g.restore_args),
-                interactive_args: strings(g.interactive_args),
                 bootloader: g.bootloader.map(|b| Gem5Bootloader { source: b.source.into_inner(), image: b.image.into_inner() }),
             }))
         }

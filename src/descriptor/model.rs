@@ -176,7 +176,6 @@ pub struct Gem5 {
     pub halted_args: Vec<String>,
     pub checkpoint_args: Vec<String>,
     pub restore_args: Vec<String>,
-    pub interactive_args: Vec<String>,
     pub bootloader: Option<Gem5Bootloader>,
 }
 
@@ -201,7 +200,6 @@ pub const GEM5_PLACEHOLDERS: &[&str] = &[
     "bootloader",
     "readfile",
     "checkpoint-dir",
-    "terminal-port",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

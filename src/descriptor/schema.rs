@@ -124,9 +124,6 @@ pub struct RawGem5 {
     /// Added when the boot restores a checkpoint.
     #[serde(default)]
     pub restore_args: Vec<S<String>>,
-    /// Added for an interactive console (the terminal on {terminal-port}).
-    #[serde(default)]
-    pub interactive_args: Vec<S<String>>,
     pub bootloader: Option<RawGem5Bootloader>,
 }
 
