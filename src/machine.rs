@@ -255,11 +255,10 @@ pub fn prepare_boot(
         Some(g) => gem5_bootloader(cache, reg, board, toolchain, g)?,
         None => None,
     };
-    if let Some(dir) = &o.restore {
-        if !dir.is_dir() {
+    if let Some(dir) = &o.restore
+        && !dir.is_dir() {
             return Err(Error::Usage(format!("no checkpoint directory {}", dir.display())));
         }
-    }
     let mut append = o.append.clone();
     if o.interactive && bb.is_some() {
         // busybox init reads /etc/inittab: rcS, then a respawning shell.

@@ -139,7 +139,7 @@ fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-fn run(bin: &PathBuf, args: &[&str]) -> (Option<i32>, String) {
+fn run(bin: &std::path::Path, args: &[&str]) -> (Option<i32>, String) {
     let mut v = vec!["--gem5", bin.to_str().unwrap()];
     v.extend_from_slice(args);
     let out = kmatrix(&v);
