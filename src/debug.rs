@@ -5,7 +5,6 @@
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 
 use crate::boot::kill_group;
 use crate::build::Manifest;
@@ -61,22 +60,12 @@ pub fn gdb_command(s: &Session) -> CommandSpec {
 /// `announced` (gem5) the stub's port is the one the emulator announces, not
 /// `s.port`.
 pub fn run(emulator: &CommandSpec, log: &Path, console: &Path, s: &mut Session, announced: bool) -> Result<i32> {
-    let mut emu = if announced {
-        let (mut child, rx) = crate::boot::spawn_announcing(emulator, log)?;
-        s.port = crate::boot::wait_listener(&mut child, &rx, ".remote_gdb", log, &mut |_, _| {})?;
+    // Both streams go to `log`; gem5 also announces its stub's port there.
+    let (mut emu, rx) = crate::boot::spawn_announcing(emulator, log)?;
+    if announced {
+        s.port = crate::boot::wait_listener(&mut emu, &rx, ".remote_gdb", log, &mut |_, _| {})?;
         eprintln!("kmatrix: gem5's gdb stub: 127.0.0.1:{}", s.port);
-        child
-    } else {
-        let out = std::fs::File::create(log).map_err(Error::io(format!("cannot create {}", log.display())))?;
-        let err = out.try_clone().map_err(Error::io("dup"))?;
-        let mut c = emulator.to_command();
-        c.stdout(out).stderr(err).stdin(Stdio::null());
-        std::os::unix::process::CommandExt::process_group(&mut c, 0);
-        c.spawn().map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => Error::MissingTool { tool: emulator.program.clone(), package: None },
-            _ => Error::Io { context: format!("cannot start {}", emulator.program), source: e },
-        })?
-    };
+    }
     if s.batch.is_none() {
         console_pane(console, emu.id());
     }
