@@ -96,7 +96,16 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     };
     let emu = emulator::command(board, &inputs_boot);
     let attach = gdb::Attach { vmlinux: paths.build.join("vmlinux"), build_dir: paths.build.clone(), port: 1234, breakpoints: vec!["start_kernel".into()], helpers: None };
-    let gdb_cmds = gdb::setup_commands(arch, &attach);
+    // The port is only known at run time: a free one for QEMU, the one gem5
+    // announces for gem5. Show that instead of a made-up number.
+    let port_word = match &board.emulator {
+        crate::descriptor::Emulator::Gem5(_) => "<port gem5 announces>",
+        _ => "<free port>",
+    };
+    let gdb_cmds: Vec<String> = gdb::setup_commands(arch, &attach)
+        .into_iter()
+        .map(|c| if c.starts_with("target remote ") { format!("target remote 127.0.0.1:{port_word}") } else { c })
+        .collect();
     let shown = Shown {
         board: board.id.clone(),
         arch: arch.id.clone(),
