@@ -91,7 +91,7 @@ pub struct BootSpec {
     /// Echo the console to stdout as it arrives.
     pub echo: bool,
     /// The guest console is this file, which the emulator writes (gem5's
-    /// m5out/system.terminal); the emulator's own output then goes to
+    /// m5out/<terminal>); the emulator's own output then goes to
     /// `<log>.emulator` and never counts as console.
     pub console_file: Option<PathBuf>,
 }
@@ -564,10 +564,10 @@ pub fn wait_listener(child: &mut Child, rx: &mpsc::Receiver<(String, u16)>, name
 /// announces, and joins it to the user's terminal. Ctrl-A x stops the
 /// machine, as in QEMU; the session also ends when the emulator exits.
 /// Other listeners (the gdb stub) are reported through `other`.
-pub fn run_terminal(cmd: &CommandSpec, emu_log: &std::path::Path, other: &mut dyn FnMut(&str, u16)) -> Result<i32> {
+pub fn run_terminal(cmd: &CommandSpec, terminal: &str, emu_log: &std::path::Path, other: &mut dyn FnMut(&str, u16)) -> Result<i32> {
     use std::net::TcpStream;
     let (mut child, rx) = spawn_announcing(cmd, emu_log)?;
-    let port = wait_listener(&mut child, &rx, ".terminal", emu_log, other)?;
+    let port = wait_listener(&mut child, &rx, terminal, emu_log, other)?;
     let sock = TcpStream::connect(("127.0.0.1", port)).map_err(Error::io(format!("cannot connect to the console on 127.0.0.1:{port}")))?;
     std::thread::spawn(move || {
         // Later announcements (none expected) are dropped.
@@ -696,7 +696,7 @@ mod tests {
         );
         let cmd = CommandSpec::new("sh").arg("-c").arg(script);
         let mut seen = Vec::new();
-        let st = run_terminal(&cmd, &dir.path().join("gem5.log"), &mut |n, p| seen.push((n.to_string(), p))).unwrap();
+        let st = run_terminal(&cmd, "system.terminal", &dir.path().join("gem5.log"), &mut |n, p| seen.push((n.to_string(), p))).unwrap();
         server.join().unwrap();
         assert_eq!(st, 0);
         assert_eq!(seen, [("system.remote_gdb".to_string(), 7001)]);
@@ -708,7 +708,7 @@ mod tests {
     fn terminal_bridge_reports_an_emulator_that_dies_first() {
         let dir = tempfile::tempdir().unwrap();
         let cmd = CommandSpec::new("sh").arg("-c").arg("echo 'SimObjectCliWrapperException: tried to set or unsettableobject parameter' >&2; exit 1");
-        let e = run_terminal(&cmd, &dir.path().join("gem5.log"), &mut |_, _| {}).unwrap_err();
+        let e = run_terminal(&cmd, "system.terminal", &dir.path().join("gem5.log"), &mut |_, _| {}).unwrap_err();
         assert!(e.to_string().contains("SimObjectCliWrapperException"), "{e}");
     }
 

@@ -136,7 +136,7 @@ fn gem5(board: &Board, g: &Gem5, i: &BootInputs) -> CommandSpec {
     let mut c = CommandSpec::new(binary).arg(format!("--outdir={outdir}"));
     // Listeners (terminal, gdb) only when someone will connect; gem5 binds
     // them to localhost unless --allow-remote-connections is given, which
-    // kmatrix never passes. The console is read from m5out/system.terminal.
+    // kmatrix never passes. The console is read from m5out/<board terminal>.
     let listen = i.gdb_port.is_some() || i.interactive;
     c = c.arg(format!("--listener-mode={}", if listen { "on" } else { "off" }));
     c = c.arg(format!("{root}/{}", g.script));

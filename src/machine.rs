@@ -80,14 +80,16 @@ pub fn build(cache: &Cache, reg: &Registry, board: &Board, o: &BuildOptions, say
 /// archive is the same for every boot: its init fetches each boot's nonce and
 /// commands from the host with gem5's `m5 readfile`.
 pub fn embed_initramfs(cache: &Cache, arch: &crate::descriptor::Arch, tc: &crate::descriptor::Toolchain, board: &Board, inputs: &mut recipe::ConfigInputs) -> Result<()> {
-    use crate::rootfs::{image, init};
+    use crate::rootfs::{busybox, image, init};
     use sha2::{Digest, Sha256};
     if board.kernel.initramfs != crate::descriptor::InitramfsMode::Embedded {
         return Ok(());
     }
+    // busybox goes in too: without a shell no `--cmd` could run, and the
+    // image cannot change per boot.
     let spec = image::Spec {
         init: init::build(cache, arch, tc)?,
-        busybox: None,
+        busybox: Some(busybox::locate(cache, arch, None)?),
         conf: image::InitConf { nonce: "embedded".into(), poweroff: board.poweroff, cmds: vec![], shell: false, readfile: true, checkpoint: false },
         modules: vec![],
     };
@@ -231,8 +233,11 @@ pub fn prepare_boot(
         return Err(Error::Usage(format!("checkpoints need a gem5 board; `{}` runs on {}", board.id, board.emulator.kind())));
     }
     let embedded = board.kernel.initramfs == crate::descriptor::InitramfsMode::Embedded;
-    if embedded && (!o.modules.is_empty() || o.interactive) {
-        return Err(Error::Usage(format!("board `{}` links its initramfs into the kernel: no modules or busybox shell can be added per boot", board.id)));
+    if embedded && !o.modules.is_empty() {
+        return Err(Error::Usage(format!("board `{}` links its initramfs into the kernel: no modules can be added per boot", board.id)));
+    }
+    if embedded && o.busybox.is_some() {
+        return Err(Error::Usage(format!("board `{}` links its initramfs into the kernel, with the busybox it was built with: --busybox cannot change it per boot", board.id)));
     }
     let initrd = if embedded {
         None
@@ -260,7 +265,7 @@ pub fn prepare_boot(
             return Err(Error::Usage(format!("no checkpoint directory {}", dir.display())));
         }
     let mut append = o.append.clone();
-    if o.interactive && bb.is_some() {
+    if o.interactive && (bb.is_some() || embedded) {
         // busybox init reads /etc/inittab: rcS, then a respawning shell.
         append.push("rdinit=/sbin/init".into());
     }
@@ -285,8 +290,11 @@ pub fn prepare_boot(
         halted: o.halted,
         ..Default::default()
     };
-    // gem5 writes the console (every byte, unbuffered) to <outdir>/system.terminal.
-    let console_file = is_gem5.then(|| run_dir.join("m5out").join("system.terminal"));
+    // gem5 writes the console (every byte, unbuffered) to <outdir>/<terminal>.
+    let console_file = match &board.emulator {
+        crate::descriptor::Emulator::Gem5(g) => Some(run_dir.join("m5out").join(&g.terminal)),
+        _ => None,
+    };
     if is_gem5 {
         let _ = std::fs::remove_dir_all(run_dir.join("m5out"));
     }

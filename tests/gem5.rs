@@ -35,7 +35,8 @@ fn gem5(isa: &str) -> Option<PathBuf> {
 
 /// A stand-in gem5 tree: a "binary" that plays the guest from the readfile
 /// configuration kmatrix hands it (nonce, commands) and writes the console
-/// to <outdir>/system.terminal as gem5 does, plus a bootloader makefile. It
+/// to <outdir>/<terminal> as gem5 does (system.terminal on ARM,
+/// system.pc.com_1.device on X86), plus a bootloader makefile. It
 /// checks kmatrix's side of the contract where no gem5 exists (CI).
 fn fake_gem5(dir: &std::path::Path, isa: &str) -> PathBuf {
     let bin = dir.join(format!("build/{isa}/gem5.opt"));
@@ -55,7 +56,7 @@ for a in "$@"; do
   esac
 done
 mkdir -p "$out"
-t="$out/system.terminal"
+t="$out/__TERMINAL__"
 nonce=$(sed -n 's/^nonce=//p' "$conf")
 echo "Booting Linux (fake)" > "$t"
 echo "KMATRIX-BOOT-OK nonce=$nonce machine=fake release=6.1" >> "$t"
@@ -71,7 +72,8 @@ done
 echo "KMATRIX-DONE nonce=$nonce" >> "$t"
 echo "Exiting @ tick 1 because m5_exit instruction encountered"
 "#;
-    std::fs::write(&bin, script).unwrap();
+    let terminal = if isa == "X86" { "system.pc.com_1.device" } else { "system.terminal" };
+    std::fs::write(&bin, script.replace("__TERMINAL__", terminal)).unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
     bin
@@ -122,6 +124,8 @@ fn gem5_x86_embedded_initramfs_with_a_stand_in_gem5() {
     let data = std::fs::read(&cpio).unwrap();
     let has = |name: &str| data.windows(name.len()).any(|w| w == name.as_bytes());
     assert!(has("init\0") && has("kmatrix.conf\0"), "{cpio}");
+    // busybox too: the image cannot change per boot and --cmd needs a shell.
+    assert!(has("bin/busybox\0") && has("bin/sh\0"), "{cpio}");
     assert!(has("readfile=1"), "{cpio}");
 
     let dir = tempfile::tempdir().unwrap();
@@ -133,6 +137,8 @@ fn gem5_x86_embedded_initramfs_with_a_stand_in_gem5() {
     assert!(!argv.contains("initrd"), "{argv}");
     assert!(argv.contains("--script="), "{argv}");
     assert!(argv.contains("/vmlinux "), "{argv}");
+    // The console came from the board's terminal file, not system.terminal.
+    assert!(s.contains("ran: true"), "{s}");
 }
 
 fn stdout(o: &Output) -> String {

@@ -69,6 +69,7 @@ const CASES: &[Case] = &[
     Case { dir: "board-bad-duration", locations: &["boards/qemu-x86_64-pc.toml:7:11"], errors: 1 },
     Case { dir: "board-bad-memory-size", locations: &["boards/qemu-x86_64-pc.toml:8:10"], errors: 1 },
     Case { dir: "gem5-unknown-placeholder", locations: &["boards/gem5-arm.toml:21:13"], errors: 1 },
+    Case { dir: "gem5-bad-terminal", locations: &["boards/gem5-arm.toml:18:12"], errors: 1 },
     Case { dir: "board-qemu-and-gem5", locations: &["boards/qemu-aarch64-virt.toml:14:1"], errors: 1 },
     Case { dir: "board-missing-emulator", locations: &["--> boards/qemu-x86_64-pc.toml\n"], errors: 1 },
     // The matrix.

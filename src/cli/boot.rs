@@ -154,11 +154,11 @@ pub fn run(ctx: &Ctx, mut a: Args) -> Result<i32> {
     if let (Some(port), false) = (gdb_port, is_gem5) {
         attach_hint(port);
     }
-    if interactive && is_gem5 {
+    if let (true, Emulator::Gem5(g)) = (interactive, &board.emulator) {
         // gem5 chooses its listeners' ports and announces them.
         say(&format!("booting {} on gem5 (Ctrl-A x stops the simulation; gem5's own output: {})", board.id, run_dir.join("gem5.log").display()));
         say(&format!("{cmd}"));
-        return boot::run_terminal(&cmd, &run_dir.join("gem5.log"), &mut |name, port| {
+        return boot::run_terminal(&cmd, &g.terminal, &run_dir.join("gem5.log"), &mut |name, port| {
             if name.ends_with(".remote_gdb") {
                 attach_hint(port);
             }

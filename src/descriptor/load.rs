@@ -542,6 +542,12 @@ fn resolve_board(
             for s in g.args.iter().chain(g.env.values()).chain(&g.halted_args).chain(&g.checkpoint_args).chain(&g.restore_args) {
                 check_placeholders(file, s, d);
             }
+            if let Some(t) = &g.terminal {
+                let ok = !t.get_ref().is_empty() && t.get_ref().split('.').all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
+                if !ok {
+                    d.error(file, t.span(), format!("`{}` is not a SimObject path", t.get_ref())).help("dotted identifiers, e.g. `system.terminal` or `system.pc.com_1.device`");
+                }
+            }
             let strings = |v: Vec<Spanned<String>>| v.into_iter().map(Spanned::into_inner).collect::<Vec<_>>();
             Some(Emulator::Gem5(Gem5 {
                 isa: g.isa.into_inner(),
@@ -553,6 +559,7 @@ fn resolve_board(
                 checkpoint_args: strings(g.checkpoint_args),
                 restore_args: strings(g.restore_args),
                 bootloader: g.bootloader.map(|b| Gem5Bootloader { source: b.source.into_inner(), image: b.image.into_inner() }),
+                terminal: g.terminal.map(Spanned::into_inner).unwrap_or_else(|| "system.terminal".into()),
             }))
         }
         (Some(q), Some(_)) => {

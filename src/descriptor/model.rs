@@ -177,6 +177,9 @@ pub struct Gem5 {
     pub checkpoint_args: Vec<String>,
     pub restore_args: Vec<String>,
     pub bootloader: Option<Gem5Bootloader>,
+    /// SimObject path of the console Terminal (the file in m5out, and the
+    /// name gem5 announces its port under).
+    pub terminal: String,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq, Hash)]

@@ -125,6 +125,10 @@ pub struct RawGem5 {
     #[serde(default)]
     pub restore_args: Vec<S<String>>,
     pub bootloader: Option<RawGem5Bootloader>,
+    /// The SimObject path of the console's Terminal (`system.terminal` on
+    /// ARM, `system.pc.com_1.device` on X86): gem5 writes the console to
+    /// `m5out/<terminal>` and announces the terminal's port under that name.
+    pub terminal: Option<S<String>>,
 }
 
 /// A bootloader built from gem5's tree with the board's toolchain.
