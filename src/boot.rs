@@ -271,8 +271,11 @@ fn tail(path: PathBuf, stop: Arc<AtomicBool>, tx: mpsc::Sender<Chunk>) {
 
 /// The last line of the emulator's own output that explains a failure
 /// (gem5's `fatal:`/`panic:`, QEMU's `qemu-system-…:` errors).
-fn emulator_error(text: &str) -> Option<String> {
-    text.lines().rev().find(|l| l.starts_with("fatal:") || l.starts_with("panic:") || l.contains("qemu-system-")).map(|l| l.trim().to_string())
+pub(crate) fn emulator_error(text: &str) -> Option<String> {
+    text.lines()
+        .rev()
+        .find(|l| l.starts_with("fatal:") || l.starts_with("panic:") || l.contains("qemu-system-") || l.starts_with("gem5 has encountered a segmentation fault"))
+        .map(|l| l.trim().to_string())
 }
 
 pub fn run(spec: &BootSpec) -> Result<BootResult> {

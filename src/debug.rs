@@ -71,12 +71,35 @@ pub fn run(emulator: &CommandSpec, log: &Path, console: &Path, s: &mut Session, 
     }
     let gdb = gdb_command(s);
     let status = gdb.to_command().status();
+    let emu_exit = emu.try_wait().ok().flatten();
     kill_group(&mut emu, std::time::Duration::from_secs(1));
+    let emu_died = emu_exit.is_some_and(|st| !st.success());
+    if let Some(st) = emu_exit.filter(|_| emu_died) {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        eprintln!("kmatrix: the emulator died while gdb ran ({st}){}; log: {}", gdb_crash_reason(&text).map(|r| format!(": {r}")).unwrap_or_default(), log.display());
+    }
     let status = status.map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => Error::MissingTool { tool: "gdb-multiarch".into(), package: Some("gdb-multiarch".into()) },
         _ => Error::Io { context: "cannot run gdb-multiarch".into(), source: e },
     })?;
-    Ok(status.code().unwrap_or(1))
+    let code = status.code().unwrap_or(1);
+    // A dead emulator is never a successful session, whatever gdb's last command did.
+    Ok(if emu_died && code == 0 { 1 } else { code })
+}
+
+/// Why the emulator died under gdb, from its log. gem5 24's
+/// BaseRemoteGDB::addThreadContext selects its first thread inside an
+/// assert(), which a gem5.fast build compiles out: the stub then has no
+/// thread and gem5 segfaults in getRegs as soon as gdb attaches.
+fn gdb_crash_reason(log: &str) -> Option<String> {
+    let why = crate::boot::emulator_error(log)?;
+    if why.starts_with("gem5 has encountered a segmentation fault") && log.contains("RemoteGDB") {
+        return Some(format!(
+            "{why} (in gem5's gdb stub: a gem5.fast build has no thread selected for gdb, as BaseRemoteGDB::addThreadContext \
+             selects it inside an assert(); use gem5.opt: `kmatrix emulator build gem5 --isa <ISA>`)"
+        ));
+    }
+    Some(why)
 }
 
 /// Inside tmux, shows the guest console in a pane under gdb's; the pane
@@ -119,4 +142,20 @@ pub fn build_module(arch: &Arch, tc: &Toolchain, source: &Source, manifest: &Man
         .filter(|p| p.extension().is_some_and(|e| e == "ko"))
         .collect();
     Ok((out.status.success(), kos, log))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::gdb_crash_reason;
+
+    #[test]
+    fn gem5_fast_gdb_crash_is_explained() {
+        let log = "system.remote_gdb: Listening for connections on port 7000\n\
+                   gem5 has encountered a segmentation fault!\n\n--- BEGIN LIBC BACKTRACE ---\n\
+                   gem5.fast(_ZN4gem56X86ISA9RemoteGDB16AMD64GdbRegCache7getRegsEPNS_13ThreadContextE+0xf)[0x1]\n";
+        let r = gdb_crash_reason(log).unwrap();
+        assert!(r.contains("gem5.fast") && r.contains("gem5.opt"), "{r}");
+        assert_eq!(gdb_crash_reason("fatal: no kernel\n").as_deref(), Some("fatal: no kernel"));
+        assert_eq!(gdb_crash_reason("all fine\n"), None);
+    }
 }
