@@ -58,7 +58,7 @@ pub struct Manifest {
 /// How a build ended. Failures are outcomes, not errors.
 #[derive(Debug, Clone)]
 pub enum BuildOutcome {
-    Built { manifest: Manifest, reused: bool },
+    Built { manifest: Box<Manifest>, reused: bool },
     /// olddefconfig dropped or changed requested symbols.
     ConfigMismatch { mismatches: Vec<Mismatch>, config: PathBuf },
     /// make failed: the log and its first error lines.
@@ -228,7 +228,7 @@ pub fn build(cache: &Cache, req: &Request, jobs: &jobserver::Client, echo: &dyn 
         && let Some(key) = std::fs::read_to_string(&memo).ok().and_then(|s| serde_json::from_str::<String>(&s).ok())
             && let Some(m) = read_manifest(&builds.join(&key))
                 && base_targets.iter().all(|t| m.targets.contains(t)) {
-                    return Ok(BuildOutcome::Built { manifest: m, reused: true });
+                    return Ok(BuildOutcome::Built { manifest: Box::new(m), reused: true });
                 }
 
     // Configure in a staging directory; the final .config names the build.
@@ -291,7 +291,7 @@ pub fn build(cache: &Cache, req: &Request, jobs: &jobserver::Client, echo: &dyn 
 
     if let Some(m) = read_manifest(&dir)
         && base_targets.iter().all(|t| m.targets.contains(t)) && !req.source.mutable {
-            return Ok(BuildOutcome::Built { manifest: m, reused: true });
+            return Ok(BuildOutcome::Built { manifest: Box::new(m), reused: true });
         }
     let mut targets = base_targets.clone();
     if final_config.get("CONFIG_GDB_SCRIPTS").map(String::as_str) == Some("y") {
@@ -341,7 +341,7 @@ pub fn build(cache: &Cache, req: &Request, jobs: &jobserver::Client, echo: &dyn 
         dir: dir.clone(),
     };
     write_atomic(&dir.join("manifest.json"), serde_json::to_string_pretty(&m).expect("serialises").as_bytes())?;
-    Ok(BuildOutcome::Built { manifest: m, reused: false })
+    Ok(BuildOutcome::Built { manifest: Box::new(m), reused: false })
 }
 
 /// `failure.json` beside a failed build: its step and first error lines.

@@ -51,7 +51,7 @@ pub fn run(ctx: &Ctx, mut a: Args) -> Result<i32> {
     }
     let opts = a.build.options()?;
     let manifest = match machine::build(&ctx.cache, &reg, board, &opts, &progress(a.verbose))? {
-        BuildOutcome::Built { manifest, .. } => manifest,
+        BuildOutcome::Built { manifest, .. } => *manifest,
         other => return Ok(report_failure(&other)),
     };
     if !manifest.dir.join("vmlinux-gdb.py").exists() {

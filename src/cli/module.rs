@@ -34,7 +34,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     }
     let opts = build.options()?;
     let manifest = match machine::build(&ctx.cache, &reg, board, &opts, &progress(false))? {
-        BuildOutcome::Built { manifest, .. } => manifest,
+        BuildOutcome::Built { manifest, .. } => *manifest,
         other => return Ok(report_failure(&other)),
     };
     let config = std::fs::read_to_string(&manifest.config).unwrap_or_default();
