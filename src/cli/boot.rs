@@ -9,7 +9,7 @@ use crate::boot::{self, BootSpec};
 use crate::build::BuildOutcome;
 use crate::cli::build::{progress, report_failure, say, BuildArgs};
 use crate::cli::{select_board, Ctx};
-use crate::descriptor::{Emulator, InitramfsMode};
+use crate::descriptor::Emulator;
 use crate::error::{exit, Error, Result};
 use crate::machine;
 
@@ -82,10 +82,6 @@ pub fn run(ctx: &Ctx, mut a: Args) -> Result<i32> {
         })?),
         Emulator::Qemu(_) => None,
     };
-    if interactive && board.kernel.initramfs == InitramfsMode::Embedded {
-        return Err(Error::Usage(format!("board `{}` links kmatrix's init into the kernel; it has no interactive shell: use --check or --cmd", board.id)));
-    }
-
     let manifest = match machine::build(&ctx.cache, &reg, board, &opts, &progress(a.verbose))? {
         BuildOutcome::Built { manifest, reused } => {
             if !reused {
