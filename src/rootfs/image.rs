@@ -34,8 +34,8 @@ pub struct Spec {
     pub modules: Vec<PathBuf>,
 }
 
-const INITTAB: &str = "::sysinit:/etc/init.d/rcS\n::respawn:/bin/cttyhack /bin/sh -l\n::ctrlaltdel:/sbin/reboot\n::shutdown:/bin/umount -a -r\n";
-const RCS: &str = "#!/bin/sh\nmount -a\nmkdir -p /dev/pts\nmount -t devpts devpts /dev/pts 2>/dev/null\nhostname kmatrix\necho\necho \"kmatrix: $(uname -sr) on $(uname -m). 'poweroff' (or 'reboot') ends the VM; Ctrl-A x quits QEMU.\"\n";
+const INITTAB: &str = "::sysinit:/etc/init.d/rcS\n::respawn:/bin/cttyhack /bin/sh -l\n::ctrlaltdel:/sbin/reboot\n::shutdown:/bin/umount -a -r\n::shutdown:/init --shutdown\n";
+const RCS: &str = "#!/bin/sh\nmount -a\nmkdir -p /dev/pts\nmount -t devpts devpts /dev/pts 2>/dev/null\nhostname kmatrix\necho\necho \"kmatrix: $(uname -sr) on $(uname -m). 'poweroff' (or 'reboot') ends the VM; Ctrl-A x stops the emulator.\"\n";
 const FSTAB: &str = "proc /proc proc defaults 0 0\nsysfs /sys sysfs defaults 0 0\ndevtmpfs /dev devtmpfs defaults 0 0\ntmpfs /tmp tmpfs defaults 0 0\n";
 
 /// /kmatrix.conf (also what gem5's `m5 readfile` hands the init).

@@ -194,9 +194,21 @@ static int run(const char *cmd)
 	return 128 + WTERMSIG(status);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
 	struct utsname u;
+
+	/* Interactive boots run busybox init, whose inittab calls
+	 * `/init --shutdown` on poweroff and reboot: on gem5 the machine only
+	 * halts (no ACPI power-off), so the simulation is ended here. */
+	if (argc > 1 && !strcmp(argv[1], "--shutdown")) {
+		load_config();
+		if (!strcmp(poweroff_mode, "m5-exit")) {
+			sync();
+			m5_exit();
+		}
+		return 0;
+	}
 
 	mkdir("/proc", 0555);
 	mkdir("/sys", 0555);
