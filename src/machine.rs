@@ -203,11 +203,16 @@ pub fn prepare_boot(
     use crate::rootfs::{busybox, image, init};
     let arch = &reg.arches[&board.arch];
     let tc = reg.toolchains.get(toolchain).ok_or_else(|| Error::Usage(format!("unknown toolchain `{toolchain}`")))?;
-    let init_bin = match &o.init {
-        Some(p) => p.clone(),
-        None => init::build(cache, arch, tc)?,
-    };
-    let bb = if o.interactive || !o.cmds.is_empty() {
+    // An embedded initramfs (init, busybox) was fixed when the kernel was
+    // built; nothing of it can change per boot.
+    let embedded = board.kernel.initramfs == crate::descriptor::InitramfsMode::Embedded;
+    if embedded && (!o.modules.is_empty() || o.busybox.is_some() || o.init.is_some()) {
+        return Err(Error::Usage(format!(
+            "board `{}` links its initramfs (kmatrix's init and busybox) into the kernel: --module, --busybox and --init cannot change it per boot",
+            board.id
+        )));
+    }
+    let bb = if !embedded && (o.interactive || !o.cmds.is_empty()) {
         match busybox::locate(cache, arch, o.busybox.as_deref()) {
             Ok(p) => Some(p),
             Err(e) if !o.interactive => {
@@ -232,17 +237,14 @@ pub fn prepare_boot(
     if !is_gem5 && (o.checkpoint.is_some() || o.restore.is_some()) {
         return Err(Error::Usage(format!("checkpoints need a gem5 board; `{}` runs on {}", board.id, board.emulator.kind())));
     }
-    let embedded = board.kernel.initramfs == crate::descriptor::InitramfsMode::Embedded;
-    if embedded && !o.modules.is_empty() {
-        return Err(Error::Usage(format!("board `{}` links its initramfs into the kernel: no modules can be added per boot", board.id)));
-    }
-    if embedded && o.busybox.is_some() {
-        return Err(Error::Usage(format!("board `{}` links its initramfs into the kernel, with the busybox it was built with: --busybox cannot change it per boot", board.id)));
-    }
     let initrd = if embedded {
         None
     } else {
         let initrd = run_dir.join("initramfs.cpio.gz");
+        let init_bin = match &o.init {
+            Some(p) => p.clone(),
+            None => init::build(cache, arch, tc)?,
+        };
         let spec = image::Spec { init: init_bin, busybox: bb.clone(), conf: conf.clone(), modules: o.modules.clone() };
         image::write(&spec, &initrd, true)?;
         Some(initrd)
