@@ -14,7 +14,6 @@
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
@@ -23,6 +22,7 @@ use sha2::{Digest, Sha256};
 
 use crate::cache::{write_atomic, Cache};
 use crate::command::CommandSpec;
+use crate::process::{Group, Mode};
 use crate::descriptor::{Arch, Board, Toolchain};
 use crate::error::{Error, Result};
 use crate::kconfig::{self, Mismatch};
@@ -80,9 +80,9 @@ pub struct Request<'a> {
 /// First line of `<tool> --version`: part of every cache key, so a
 /// compiler upgrade rebuilds.
 pub fn tool_version(tool: &Path, args: &[String]) -> String {
-    Command::new(tool)
-        .args(args)
-        .output()
+    let mut c = Command::new(tool);
+    c.args(args);
+    crate::process::output(c, &tool.display().to_string())
         .ok()
         .map(|o| String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or("").trim().to_string())
         .unwrap_or_default()
@@ -122,24 +122,25 @@ pub fn first_errors(log: &str, max: usize) -> Vec<String> {
 /// Runs one command with output appended to `log`; stdout lines also go to
 /// `echo` (progress). With a jobserver, one token is held for the child's
 /// implicit job slot and make receives the jobserver through MAKEFLAGS
-/// (never `-j`). The child runs in its own process group, killed on
-/// SIGINT/SIGTERM. Returns success and the CPU seconds of the child and its
-/// descendants.
+/// (never `-j`). The child and everything it forks form one process group
+/// (see [`crate::process`]), stopped on SIGINT/SIGTERM and by the watchdog
+/// if kmatrix is killed. Returns success and the CPU seconds of the child
+/// and its descendants.
 fn run_logged(cmd: &CommandSpec, log: &Path, jobs: Option<&jobserver::Client>, echo: &dyn Fn(&str)) -> Result<(bool, f64)> {
     let mut f = std::fs::OpenOptions::new().create(true).append(true).open(log).map_err(Error::io(format!("cannot open {}", log.display())))?;
     writeln!(f, "$ {cmd}").map_err(Error::io("cannot write the build log"))?;
     let token = jobs.map(|j| j.acquire()).transpose().map_err(Error::io("jobserver"))?;
     let mut c = cmd.to_command();
-    c.stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null()).process_group(0);
+    c.stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null());
     if let Some(j) = jobs {
         j.configure_make(&mut c);
     }
-    let mut child = c.spawn().map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => Error::MissingTool { tool: cmd.program.clone(), package: None },
-        _ => Error::Io { context: format!("cannot run {}", cmd.program), source: e },
-    })?;
-    let (tx, rx) = std::sync::mpsc::channel::<(bool, String)>();
-    for (is_out, stream) in [(true, Box::new(child.stdout.take().expect("piped")) as Box<dyn std::io::Read + Send>), (false, Box::new(child.stderr.take().expect("piped")))] {
+    let mut child = Group::spawn(c, &cmd.program, Mode::Group)?;
+    // Bounded: a chatty make waits for the log writer instead of filling memory.
+    let (tx, rx) = std::sync::mpsc::sync_channel::<(bool, String)>(1024);
+    let out = child.child_mut().stdout.take().expect("piped");
+    let err = child.child_mut().stderr.take().expect("piped");
+    for (is_out, stream) in [(true, Box::new(out) as Box<dyn std::io::Read + Send>), (false, Box::new(err))] {
         let tx = tx.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stream).lines().map_while(|l| l.ok()) {
@@ -150,8 +151,6 @@ fn run_logged(cmd: &CommandSpec, log: &Path, jobs: Option<&jobserver::Client>, e
         });
     }
     drop(tx);
-    let interrupted = crate::boot::interrupted();
-    let pid = child.id() as i32;
     let mut result = None;
     loop {
         match rx.recv_timeout(std::time::Duration::from_millis(100)) {
@@ -166,7 +165,7 @@ fn run_logged(cmd: &CommandSpec, log: &Path, jobs: Option<&jobserver::Client>, e
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
         }
         if result.is_none() {
-            result = wait_rusage(pid);
+            result = child.try_wait_rusage();
         }
         if let Some((code, cpu)) = result {
             // Exited: drain the remaining output, then report.
@@ -180,27 +179,12 @@ fn run_logged(cmd: &CommandSpec, log: &Path, jobs: Option<&jobserver::Client>, e
             drop(token);
             return Ok((code == 0, cpu));
         }
-        if interrupted.load(std::sync::atomic::Ordering::Relaxed) {
-            crate::boot::kill_group(&mut child, std::time::Duration::from_secs(3));
+        if crate::process::is_interrupted() {
+            child.stop(std::time::Duration::from_secs(3));
             let _ = writeln!(f, "# interrupted");
             return Err(Error::Interrupted);
         }
     }
-}
-
-/// Non-blocking wait that also returns the child's CPU time (user + sys,
-/// including descendants it waited for: every compiler make ran).
-fn wait_rusage(pid: i32) -> Option<(i32, f64)> {
-    let mut status = 0;
-    // SAFETY: plain syscall on our own child; rusage is written by the kernel.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    let r = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut ru) };
-    if r != pid {
-        return None;
-    }
-    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    let code = if libc::WIFEXITED(status) { libc::WEXITSTATUS(status) } else { 128 + libc::WTERMSIG(status) };
-    Some((code, secs(ru.ru_utime) + secs(ru.ru_stime)))
 }
 
 pub fn build(cache: &Cache, req: &Request, jobs: &jobserver::Client, echo: &dyn Fn(&str)) -> Result<BuildOutcome> {
@@ -223,6 +207,9 @@ pub fn build(cache: &Cache, req: &Request, jobs: &jobserver::Client, echo: &dyn 
         }
     }
 
+    // One run at a time configures these inputs; a second waits, then
+    // takes the warm path below.
+    let _inputs_lock = cache.lock(&format!("configs/{}", &input_key[..32]), echo)?;
     // Warm path: inputs seen before and their build complete.
     if !req.source.mutable
         && let Some(key) = std::fs::read_to_string(&memo).ok().and_then(|s| serde_json::from_str::<String>(&s).ok())
@@ -271,6 +258,9 @@ pub fn build(cache: &Cache, req: &Request, jobs: &jobserver::Client, echo: &dyn 
 
     let key = sha(&(CACHE_SCHEMA, &req.source.hash, &config_text, &version, &vars))[..32].to_string();
     let dir = builds.join(&key);
+    // Other inputs can configure to the same kernel: the tree itself is
+    // locked too, from here to the manifest, so one make runs in it.
+    let _tree_lock = cache.lock(&format!("builds/{key}"), echo)?;
     if dir.join(".config").is_file() {
         // Same config built (or started) before: make continues there.
         drop(stage);

@@ -1,5 +1,15 @@
 //! The on-disk cache: where sources, builds, rootfs images and emulator
-//! builds live, and the atomic-write rule every writer follows.
+//! builds live, the atomic-write rule every writer follows, and the
+//! per-entry locks that let concurrent kmatrix runs share one cache.
+//!
+//! Every entry that is written (an unpacked source, a build key's tree, a
+//! download, busybox, an init, an initramfs, a gem5 bootloader) is written
+//! under [`Cache::lock`]: a second run that needs the same entry waits for
+//! the first, says so once, and then reuses what the first made; two makes
+//! never run in one tree. The locks are `flock(2)` locks on files under
+//! `locks/`, so the kernel releases them when their holder dies, however it
+//! dies. They hold on local file systems and on NFSv4 (Linux maps `flock`
+//! to NFS byte-range locks there), not on NFSv3 without lockd.
 //!
 //! Layout under the cache root:
 //!
@@ -11,11 +21,17 @@
 //! inits/<hash>/init             compiled static init programs
 //! busybox/<debian-arch>/        busybox-static extracted from Debian's .deb
 //! emulators/gem5-<ISA>.json     recorded gem5 installations
+//! initramfs/<hash>.cpio         initramfs images linked into kernels (gem5 x86)
+//! gem5-bootloaders/<hash>/      gem5 bootloaders built from the gem5 tree
+//! sources/by-path/<hash>        tarball hash memo by (path, size, mtime)
+//! gdb/                          kmatrix's gdb helper scripts
 //! runs/<stamp>-<board>/         console logs of boots
+//! locks/<entry>.lock            the per-entry locks (content: holder pid, since)
 //! ```
 
-use std::io::Write;
+use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use crate::emulator::Gem5Install;
 use crate::error::{Error, Result};
@@ -43,6 +59,68 @@ impl Cache {
         Ok(d)
     }
 
+    /// Takes the exclusive lock of a cache entry (`builds/<key>`,
+    /// `sources/<hash>`...), waiting while another process holds it. The
+    /// wait is said once through `say` (which entry, held by which pid,
+    /// since when). Ctrl-C while waiting gives `Interrupted`.
+    pub fn lock(&self, entry: &str, say: &dyn Fn(&str)) -> Result<EntryLock> {
+        let (mut file, path) = self.lock_file(entry)?;
+        let waited = match file.try_lock() {
+            Ok(()) => None,
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                say(&format!("waiting for {entry}: {}", describe_holder(holder.trim())));
+                let t = Instant::now();
+                loop {
+                    match file.try_lock() {
+                        Ok(()) => break,
+                        Err(std::fs::TryLockError::WouldBlock) => {}
+                        Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(format!("cannot lock {}", path.display()))(e)),
+                    }
+                    if crate::process::is_interrupted() {
+                        return Err(Error::Interrupted);
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Some(t.elapsed())
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(format!("cannot lock {}", path.display()))(e)),
+        };
+        if let Some(w) = waited {
+            say(&format!("waited {:.1}s for {entry}", w.as_secs_f64()));
+        }
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let _ = file.set_len(0);
+        let _ = file.rewind();
+        let _ = write!(file, "pid={} since={now}", std::process::id());
+        Ok(EntryLock { _file: file, waited })
+    }
+
+    /// The lock if nobody holds it now (`cache gc` skips entries in use).
+    pub fn try_lock(&self, entry: &str) -> Result<Option<EntryLock>> {
+        let (file, path) = self.lock_file(entry)?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(EntryLock { _file: file, waited: None })),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => Err(Error::io(format!("cannot lock {}", path.display()))(e)),
+        }
+    }
+
+    fn lock_file(&self, entry: &str) -> Result<(std::fs::File, PathBuf)> {
+        let dir = self.dir("locks")?;
+        let name: String = entry.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '_' }).collect();
+        let path = dir.join(format!("{name}.lock"));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(Error::io(format!("cannot open the lock {}", path.display())))?;
+        Ok((file, path))
+    }
+
     pub fn gem5_record(&self, isa: &str) -> PathBuf {
         self.root.join("emulators").join(format!("gem5-{isa}.json"))
     }
@@ -52,6 +130,29 @@ impl Cache {
         let text = std::fs::read_to_string(self.gem5_record(isa)).ok()?;
         let inst: Gem5Install = serde_json::from_str(&text).ok()?;
         inst.binary.is_file().then_some(inst)
+    }
+}
+
+/// An entry's lock; released when dropped (or when the process dies).
+pub struct EntryLock {
+    _file: std::fs::File,
+    /// How long this run waited for another holder.
+    pub waited: Option<Duration>,
+}
+
+/// "held by pid 123 (since 12:03:04, 75s ago)" from a lock file's content.
+fn describe_holder(content: &str) -> String {
+    let field = |k: &str| content.split_whitespace().find_map(|w| w.strip_prefix(k)).map(str::to_string);
+    let (Some(pid), since) = (field("pid="), field("since=").and_then(|s| s.parse::<u64>().ok())) else {
+        return "held by another kmatrix run".into();
+    };
+    match since {
+        Some(t) => {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(t);
+            let day = t % 86400;
+            format!("held by pid {pid} since {:02}:{:02}:{:02} UTC ({}s ago)", day / 3600, day / 60 % 60, day % 60, now.saturating_sub(t))
+        }
+        None => format!("held by pid {pid}"),
     }
 }
 

@@ -6,7 +6,6 @@
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 
-use crate::boot::kill_group;
 use crate::build::Manifest;
 use crate::command::CommandSpec;
 use crate::descriptor::{Arch, Toolchain};
@@ -70,21 +69,35 @@ pub fn run(emulator: &CommandSpec, log: &Path, console: &Path, s: &mut Session, 
         console_pane(console, emu.id());
     }
     let gdb = gdb_command(s);
-    let status = gdb.to_command().status();
-    let emu_exit = emu.try_wait().ok().flatten();
-    kill_group(&mut emu, std::time::Duration::from_secs(1));
-    let emu_died = emu_exit.is_some_and(|st| !st.success());
+    // gdb owns the terminal: it stays in kmatrix's process group.
+    let status = crate::process::foreground(&gdb);
+    let emu_exit = emu.try_wait();
+    emu.stop(std::time::Duration::from_secs(1));
+    let emu_died = emu_exit.is_some_and(|st| st != 0);
     if let Some(st) = emu_exit.filter(|_| emu_died) {
         let text = std::fs::read_to_string(log).unwrap_or_default();
-        eprintln!("kmatrix: the emulator died while gdb ran ({st}){}; log: {}", gdb_crash_reason(&text).map(|r| format!(": {r}")).unwrap_or_default(), log.display());
+        eprintln!("kmatrix: the emulator died while gdb ran ({}){}; log: {}", describe_status(st), gdb_crash_reason(&text).map(|r| format!(": {r}")).unwrap_or_default(), log.display());
     }
-    let status = status.map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => Error::MissingTool { tool: "gdb-multiarch".into(), package: Some("gdb-multiarch".into()) },
-        _ => Error::Io { context: "cannot run gdb-multiarch".into(), source: e },
-    })?;
-    let code = status.code().unwrap_or(1);
+    let code = status.map_err(|e| e.with_package("gdb-multiarch"))?;
     // A dead emulator is never a successful session, whatever gdb's last command did.
     Ok(if emu_died && code == 0 { 1 } else { code })
+}
+
+/// `exit status: N` or `signal: N (SIGSEGV)` for an exit code from [`crate::process`].
+fn describe_status(code: i32) -> String {
+    match code {
+        c if c > 128 => {
+            let sig = c - 128;
+            let name = match sig {
+                libc::SIGSEGV => " (SIGSEGV)",
+                libc::SIGABRT => " (SIGABRT)",
+                libc::SIGKILL => " (SIGKILL)",
+                _ => "",
+            };
+            format!("signal: {sig}{name}")
+        }
+        c => format!("exit status: {c}"),
+    }
 }
 
 /// Why the emulator died under gdb, from its log. gem5 24's
@@ -128,20 +141,20 @@ pub fn build_module(arch: &Arch, tc: &Toolchain, source: &Source, manifest: &Man
     // modules_prepare writes scripts/module.lds; kernels built before their
     // config had modules may lack it. It is a no-op when up to date.
     let prepare = cmd.clone().arg("modules_prepare");
-    let p = prepare.to_command().output().map_err(Error::io("cannot run make"))?;
-    let mut log = format!("$ {prepare}\n{}{}", String::from_utf8_lossy(&p.stdout), String::from_utf8_lossy(&p.stderr));
-    if !p.status.success() {
+    let p = crate::process::output_spec(&prepare)?;
+    let mut log = format!("$ {prepare}\n{}", p.text());
+    if !p.success() {
         return Ok((false, vec![], log));
     }
     cmd = cmd.arg(format!("M={}", dir.display())).arg("modules");
-    let out = cmd.to_command().output().map_err(Error::io("cannot run make"))?;
-    log.push_str(&format!("$ {cmd}\n{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)));
+    let out = crate::process::output_spec(&cmd)?;
+    log.push_str(&format!("$ {cmd}\n{}", out.text()));
     let kos = std::fs::read_dir(&dir)
         .map_err(Error::io(format!("cannot list {}", dir.display())))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|e| e == "ko"))
         .collect();
-    Ok((out.status.success(), kos, log))
+    Ok((out.success(), kos, log))
 }
 
 #[cfg(test)]

@@ -28,6 +28,9 @@ pub enum Error {
     MissingTool { tool: String, package: Option<String> },
     #[error("{0}")]
     Infra(String),
+    /// Pre-flight found tools missing before anything was built.
+    #[error("{0}")]
+    MissingTools(crate::preflight::Missing),
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -47,9 +50,18 @@ impl Error {
             Error::Descriptors(_)
             | Error::Usage(_)
             | Error::MissingTool { .. }
+            | Error::MissingTools(_)
             | Error::Infra(_)
             | Error::Io { .. }
             | Error::ChecksumMismatch { .. } => exit::INFRA,
+        }
+    }
+
+    /// A missing tool learns the Debian package that provides it.
+    pub fn with_package(self, package: &str) -> Error {
+        match self {
+            Error::MissingTool { tool, package: None } => Error::MissingTool { tool, package: Some(package.to_string()) },
+            e => e,
         }
     }
 

@@ -24,6 +24,8 @@ pub struct BuildOptions {
     pub fragments: Vec<PathBuf>,
     pub allow_config_mismatch: bool,
     pub jobs: usize,
+    /// What the caller does with the kernel: pre-flight checks its tools.
+    pub work: crate::preflight::Work,
 }
 
 pub fn build(cache: &Cache, reg: &Registry, board: &Board, o: &BuildOptions, say: &dyn Fn(&str)) -> Result<BuildOutcome> {
@@ -31,6 +33,8 @@ pub fn build(cache: &Cache, reg: &Registry, board: &Board, o: &BuildOptions, say
     let tc = reg.toolchains.get(&o.toolchain).ok_or_else(|| {
         Error::Usage(format!("unknown toolchain `{}`; {}", o.toolchain, crate::descriptor::diag::suggest(&o.toolchain, "toolchains", reg.toolchains.keys().map(String::as_str))))
     })?;
+    // Before anything is unpacked or configured.
+    crate::preflight::require(reg, board, tc, o.work)?;
     let mut spec: Option<ConfigSpec> = match &o.config {
         None => None,
         Some(id) => Some(
@@ -94,7 +98,9 @@ pub fn embed_initramfs(cache: &Cache, arch: &crate::descriptor::Arch, tc: &crate
         modules: vec![],
     };
     let data = image::archive(&spec)?;
-    let path = cache.dir("initramfs")?.join(format!("{}.cpio", &hex::encode(Sha256::digest(&data))[..16]));
+    let hash = hex::encode(Sha256::digest(&data));
+    let path = cache.dir("initramfs")?.join(format!("{}.cpio", &hash[..16]));
+    let _lock = cache.lock(&format!("initramfs/{}", &hash[..16]), &|_| {})?;
     if !path.is_file() {
         crate::cache::write_atomic(&path, &data)?;
     }
@@ -128,8 +134,13 @@ pub fn gem5_bootloader(cache: &Cache, reg: &Registry, board: &Board, toolchain: 
     }
     let prefix = t.cross_compile.clone().unwrap_or_default();
     h.update(prefix.as_bytes());
-    let dir = cache.dir("gem5-bootloaders")?.join(&hex::encode(h.finalize())[..16]);
+    let hash = hex::encode(h.finalize());
+    let dir = cache.dir("gem5-bootloaders")?.join(&hash[..16]);
     let out = dir.join(&bl.image);
+    if out.is_file() {
+        return Ok(Some(out));
+    }
+    let _lock = cache.lock(&format!("gem5-bootloaders/{}", &hash[..16]), &|_| {})?;
     if out.is_file() {
         return Ok(Some(out));
     }
@@ -141,8 +152,8 @@ pub fn gem5_bootloader(cache: &Cache, reg: &Registry, board: &Board, toolchain: 
         .arg(format!("BUILDDIR={}", tmp.display()))
         .arg(format!("CROSS_COMPILE={prefix}"))
         .arg(tmp.join(&bl.image).display().to_string());
-    let res = cmd.to_command().output().map_err(Error::io("cannot run make"))?;
-    if !res.status.success() {
+    let res = crate::process::output_spec(&cmd)?;
+    if !res.success() {
         let _ = std::fs::remove_dir_all(&tmp);
         return Err(Error::Infra(format!("building the gem5 bootloader failed: {cmd}\n{}", String::from_utf8_lossy(&res.stderr))));
     }

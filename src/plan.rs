@@ -8,6 +8,7 @@ use sha2::{Digest, Sha256};
 
 use crate::descriptor::{ConfigSpec, Emulator, InitramfsMode, KernelSpec, Matrix, Registry};
 use crate::emulator::Gem5Install;
+use crate::outcome::SkipReason;
 use crate::recipe::{self, ConfigInputs};
 
 /// What the planner may ask about the host. Kept as a trait so plans are
@@ -22,7 +23,7 @@ pub trait Probe {
 #[serde(rename_all = "lowercase", tag = "state", content = "reason")]
 pub enum CellState {
     Pending,
-    Skip(String),
+    Skip(crate::outcome::SkipReason),
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -169,15 +170,15 @@ pub fn plan(reg: &Registry, probe: &dyn Probe) -> Option<Plan> {
         let timeout = matching().find_map(|o| o.timeout).or(m.timeout).unwrap_or(board.timeout);
         let cmds = matching().find_map(|o| o.cmds.clone()).unwrap_or_default();
         let state = match tc.targets.get(&arch.id) {
-            None => CellState::Skip(format!("toolchain `{}` cannot build arch `{}`", tc.id, arch.id)),
+            None => CellState::Skip(SkipReason::ToolchainCannotBuild { toolchain: tc.id.clone(), arch: arch.id.clone() }),
             Some(t) if m.optional_toolchains.contains(&tc.id) && !probe.toolchain_installed(&tc.id, &t.cc) => {
-                CellState::Skip(format!("optional toolchain `{}` not installed (Debian: {})", tc.id, t.packages.join(" ")))
+                CellState::Skip(SkipReason::OptionalToolchainMissing { toolchain: tc.id.clone(), packages: t.packages.clone() })
             }
             Some(_) => match &board.emulator {
-                Emulator::Gem5(g) if probe.gem5(&g.isa, &g.variant).is_none() => CellState::Skip(format!(
-                    "gem5 not built (run `kmatrix emulator build gem5 --isa {}` or pass --gem5 <binary>)",
-                    g.isa
-                )),
+                Emulator::Gem5(g) if probe.gem5(&g.isa, &g.variant).is_none() => CellState::Skip(SkipReason::EmulatorNotInstalled {
+                    emulator: "gem5".into(),
+                    hint: format!("run `kmatrix emulator build gem5 --isa {}` or pass --gem5 <binary>", g.isa),
+                }),
                 _ => CellState::Pending,
             },
         };

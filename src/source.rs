@@ -71,7 +71,7 @@ pub fn resolve(spec: &SourceSpec, cache: &Cache, say: &dyn Fn(&str)) -> Result<S
         SourceSpec::Path { path } if path.is_file() => tarball(path, cache, say),
         SourceSpec::Path { path } => Err(Error::Usage(format!("kernel source {}: no such file or directory", path.display()))),
         SourceSpec::Url { url, sha256 } => {
-            let file = download(url, sha256, &cache.dir("downloads")?, say)?;
+            let file = fetch(url, sha256, cache, say)?;
             tarball(&file, cache, say)
         }
     }
@@ -119,17 +119,17 @@ fn tarball(path: &Path, cache: &Cache, say: &dyn Fn(&str)) -> Result<Source> {
 pub fn unpack(path: &Path, cache: &Cache, marker: &str, say: &dyn Fn(&str)) -> Result<(PathBuf, String)> {
     let hash = tarball_hash(path, cache)?;
     let root = cache.dir("sources")?.join(&hash[..32]);
+    let _lock = cache.lock(&format!("sources/{}", &hash[..32]), say)?;
     let done = root.join(".kmatrix-complete");
     if !done.exists() {
         say(&format!("unpacking {} into {}", path.display(), root.display()));
         let sources = cache.dir("sources")?;
         let tmp = tempfile::Builder::new().prefix("unpack-").tempdir_in(&sources).map_err(Error::io("cannot create a temporary directory"))?;
-        let st = Command::new("tar").arg("-xf").arg(path).arg("-C").arg(tmp.path()).status().map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => Error::MissingTool { tool: "tar".into(), package: Some("tar".into()) },
-            _ => Error::Io { context: "cannot run tar".into(), source: e },
-        })?;
-        if !st.success() {
-            return Err(Error::Infra(format!("tar -xf {} failed ({st})", path.display())));
+        let mut tar = Command::new("tar");
+        tar.arg("-xf").arg(path).arg("-C").arg(tmp.path());
+        let out = crate::process::output(tar, "tar").map_err(|e| e.with_package("tar"))?;
+        if !out.success() {
+            return Err(Error::Infra(format!("tar -xf {} failed (exit {}): {}", path.display(), out.code, out.text().trim())));
         }
         std::fs::write(tmp.path().join(".kmatrix-complete"), &hash).map_err(Error::io("cannot write the unpack marker"))?;
         if root.exists() {
@@ -162,6 +162,14 @@ fn url_allowed(url: &str) -> bool {
     // Plain http only to loopback (local mirrors, tests): the hash is the
     // guarantee, but there is no reason to fetch kernels in the clear.
     url.starts_with("https://") || url.starts_with("http://127.0.0.1") || url.starts_with("http://localhost")
+}
+
+/// [`download`] into the cache's `downloads/`, under the entry's lock (a
+/// concurrent run fetching the same file waits and reuses it).
+pub fn fetch(url: &str, sha256: &str, cache: &Cache, say: &dyn Fn(&str)) -> Result<PathBuf> {
+    let dir = cache.dir("downloads")?;
+    let _lock = cache.lock(&format!("downloads/{sha256}"), say)?;
+    download(url, sha256, &dir, say)
 }
 
 /// Downloads `url` into `dir/<sha256>.<ext>`, verified, atomically.

@@ -46,6 +46,10 @@ pub struct Args {
     /// Fail when the console is silent this long (seconds; 0 disables).
     #[arg(long, value_name = "SECS", default_value = "60")]
     pub no_output_timeout: u64,
+    /// Cap of the console log in MiB (the console is still read and judged
+    /// past it; the cut is said in the log and the result).
+    #[arg(long, value_name = "MIB", default_value = "64")]
+    pub console_log_limit: u64,
     /// Show the guest console while checking.
     #[arg(long)]
     pub console: bool,
@@ -74,7 +78,8 @@ pub fn run(ctx: &Ctx, mut a: Args) -> Result<i32> {
     }
     let reg = ctx.registry()?;
     let board = select_board(&reg, a.build.arch.as_deref(), a.build.board.as_deref())?;
-    let opts = a.build.options()?;
+    let mut opts = a.build.options()?;
+    opts.work = crate::preflight::Work::Boot;
     let interactive = !a.check && a.cmds.is_empty();
     let gem5 = match &board.emulator {
         Emulator::Gem5(g) => Some(ctx.gem5_install(&g.isa, &g.variant).ok_or_else(|| {
@@ -167,7 +172,7 @@ pub fn run(ctx: &Ctx, mut a: Args) -> Result<i32> {
     }
     let timeout = a.timeout.map(Duration::from_secs).unwrap_or(board.timeout);
     let no_output = (a.no_output_timeout > 0 && board.emulator.kind() == "qemu").then(|| Duration::from_secs(a.no_output_timeout));
-    let r = boot::run(&BootSpec { command: cmd, nonce, timeout, no_output_timeout: no_output, log: run_dir.join("console.log"), echo: a.console, console_file: prepared.console_file.clone() })?;
+    let r = boot::run(&BootSpec { command: cmd, nonce, timeout, no_output_timeout: no_output, log: run_dir.join("console.log"), echo: a.console, console_file: prepared.console_file.clone(), cmds: a.cmds.len(), log_limit: a.console_log_limit << 20 })?;
 
     for c in &r.cmds {
         let cmd = a.cmds.get(c.index).map(String::as_str).unwrap_or("?");
@@ -178,8 +183,8 @@ pub fn run(ctx: &Ctx, mut a: Args) -> Result<i32> {
         }
         println!("[exit status {}]", c.status);
     }
-    let name = r.outcome.name().to_uppercase();
-    let verdict = match r.outcome.detail() {
+    let name = r.outcome.verdict.name().to_uppercase();
+    let verdict = match &r.outcome.detail {
         Some(d) => format!("{name}  {d}"),
         None => name,
     };

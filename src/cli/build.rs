@@ -65,6 +65,7 @@ impl BuildArgs {
             fragments: self.fragments.clone(),
             allow_config_mismatch: self.allow_config_mismatch,
             jobs: self.jobs.unwrap_or_else(machine::default_jobs),
+            work: crate::preflight::Work::Build,
         })
     }
 }
@@ -81,7 +82,7 @@ pub struct Args {
 /// Progress from the builder: kmatrix's own steps, or every make line.
 pub fn progress(verbose: bool) -> impl Fn(&str) {
     move |l: &str| {
-        const STEPS: &[&str] = &["configuring", "building", "unpacking", "downloading"];
+        const STEPS: &[&str] = &["configuring", "building", "unpacking", "downloading", "waiting for", "waited"];
         if verbose || STEPS.iter().any(|s| l.starts_with(s)) {
             say(l);
         }

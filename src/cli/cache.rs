@@ -98,6 +98,11 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
                 let too_old = age.is_some_and(|a| e.age > a);
                 let too_big = max.is_some_and(|m| total > m);
                 if too_old || too_big {
+                    // A build another run is using now is left alone.
+                    let Some(_lock) = ctx.cache.try_lock(&format!("builds/{}", e.name))? else {
+                        println!("skipping {} (in use by another kmatrix run)", e.name);
+                        continue;
+                    };
                     println!("{} {} ({} MiB, {})", if dry_run { "would remove" } else { "removing" }, e.name, e.size >> 20, e.what);
                     if !dry_run {
                         std::fs::remove_dir_all(ctx.cache.root.join("builds").join(&e.name)).map_err(Error::io(format!("cannot remove {}", e.name)))?;

@@ -49,7 +49,8 @@ pub fn run(ctx: &Ctx, mut a: Args) -> Result<i32> {
     if a.build.profile.is_none() {
         a.build.profile = Some("debug".into());
     }
-    let opts = a.build.options()?;
+    let mut opts = a.build.options()?;
+    opts.work = if a.attach.is_some() { crate::preflight::Work::Build } else { crate::preflight::Work::Debug };
     let manifest = match machine::build(&ctx.cache, &reg, board, &opts, &progress(a.verbose))? {
         BuildOutcome::Built { manifest, .. } => *manifest,
         other => return Ok(report_failure(&other)),
@@ -70,8 +71,7 @@ pub fn run(ctx: &Ctx, mut a: Args) -> Result<i32> {
     if let Some(port) = a.attach {
         session.port = port;
         let gdb = debug::gdb_command(&session);
-        let st = gdb.to_command().status().map_err(|_| Error::MissingTool { tool: "gdb-multiarch".into(), package: Some("gdb-multiarch".into()) })?;
-        return Ok(st.code().unwrap_or(1));
+        return crate::process::foreground(&gdb).map_err(|e| e.with_package("gdb-multiarch"));
     }
     let gem5 = match &board.emulator {
         Emulator::Gem5(g) => Some(ctx.gem5_install(&g.isa, &g.variant).ok_or_else(|| Error::Infra(format!("gem5 not built: run `kmatrix emulator build gem5 --isa {}`", g.isa)))?),

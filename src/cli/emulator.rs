@@ -5,6 +5,7 @@
 //! scons picks up where an interrupted run stopped.
 
 use std::path::PathBuf;
+use std::process::Stdio;
 
 use crate::cli::build::say;
 use crate::cli::Ctx;
@@ -64,11 +65,11 @@ fn run_step(c: &CommandSpec, dry: bool) -> Result<()> {
     if dry {
         return Ok(());
     }
-    let st = c.to_command().status().map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => Error::MissingTool { tool: c.program.clone(), package: Some("scons".into()) },
-        _ => Error::Io { context: format!("cannot run {}", c.program), source: e },
-    })?;
-    if st.success() { Ok(()) } else { Err(Error::Infra(format!("`{c}` failed ({st})"))) }
+    // Its own group, so the watchdog stops scons and its compilers if
+    // kmatrix is killed; SIGTERM first, so scons records what it built.
+    let mut g = crate::process::Group::spawn_spec(c, Stdio::inherit(), Stdio::inherit(), Stdio::null(), crate::process::Mode::Group).map_err(|e| e.with_package("scons"))?;
+    let st = g.wait_grace(std::time::Duration::from_secs(120))?;
+    if st == 0 { Ok(()) } else { Err(Error::Infra(format!("`{c}` failed (exit {st})"))) }
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
@@ -83,7 +84,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let source = match (source, source_url, sha256) {
         (Some(p), _, _) if p.is_file() => Some(crate::source::unpack(&p, &ctx.cache, "SConstruct", &say)?.0),
         (None, Some(url), Some(sum)) => {
-            let file = crate::source::download(&url, &sum, &ctx.cache.dir("downloads")?, &say)?;
+            let file = crate::source::fetch(&url, &sum, &ctx.cache, &say)?;
             Some(crate::source::unpack(&file, &ctx.cache, "SConstruct", &say)?.0)
         }
         (s, _, _) => s,

@@ -123,7 +123,7 @@ pub fn select_board<'r>(reg: &'r Registry, arch: Option<&str>, board: Option<&st
 pub fn main() -> i32 {
     let cli = Cli::parse();
     // Install the SIGINT/SIGTERM flag before any child starts.
-    crate::boot::interrupted();
+    crate::process::interrupted();
     let ctx = Ctx {
         layers: Layers { dir: Some(cli.dir.clone().unwrap_or_else(|| PathBuf::from("."))), no_builtin: false },
         cache: Cache::new(cli.cache_dir.clone()),

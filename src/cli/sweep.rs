@@ -27,6 +27,9 @@ pub struct Args {
     /// Fail a boot whose console is silent this long (seconds; 0 disables).
     #[arg(long, value_name = "SECS", default_value = "60")]
     no_output_timeout: u64,
+    /// Cap of each boot's console log in MiB (the cut is said in the log).
+    #[arg(long, value_name = "MIB", default_value = "64")]
+    console_log_limit: u64,
     /// Only cells matching key=pattern (board, arch, toolchain, kernel,
     /// config; `*` globs); repeatable, all must match.
     #[arg(long = "filter", value_name = "KEY=PATTERN", value_parser = plan::parse_filter)]
@@ -60,6 +63,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         dir: dir.clone(),
         done,
         no_output_timeout: (a.no_output_timeout > 0).then(|| Duration::from_secs(a.no_output_timeout)),
+        console_log_limit: a.console_log_limit << 20,
     };
     let start = Instant::now();
     let (tx, rx) = mpsc::channel::<Event>();

@@ -39,6 +39,10 @@ pub fn locate(cache: &Cache, arch: &Arch, explicit: Option<&Path>) -> Result<Pat
     if bin.is_file() {
         return Ok(bin);
     }
+    let _lock = cache.lock(&format!("busybox/{deb_arch}"), &|m| eprintln!("kmatrix: {m}"))?;
+    if bin.is_file() {
+        return Ok(bin);
+    }
     fetch_deb(&dir, deb_arch)?;
     if bin.is_file() { Ok(bin) } else { Err(Error::Infra(format!("busybox-static:{deb_arch} has no bin/busybox"))) }
 }
@@ -49,7 +53,9 @@ fn fetch_deb(dir: &Path, deb_arch: &str) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let _ = std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o777));
     let pkg = format!("busybox-static:{deb_arch}");
-    let st = Command::new("apt-get").args(["download", "-q", &pkg]).current_dir(tmp.path()).status().map_err(Error::io("cannot run apt-get"))?;
+    let mut apt = Command::new("apt-get");
+    apt.args(["download", "-q", &pkg]).current_dir(tmp.path());
+    let st = crate::process::output(apt, "apt-get")?;
     if !st.success() {
         return Err(Error::Infra(format!(
             "`apt-get download {pkg}` failed: the {deb_arch} architecture may not be enabled (run `kmatrix setup`, which runs `dpkg --add-architecture {deb_arch}` and `apt-get update`), or pass --busybox"
@@ -61,13 +67,14 @@ fn fetch_deb(dir: &Path, deb_arch: &str) -> Result<()> {
         .find(|p| p.extension().is_some_and(|e| e == "deb"))
         .ok_or_else(|| Error::Infra(format!("apt-get download {pkg} produced no .deb")))?;
     let stage = tmp.path().join("x");
-    let st = Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&stage).status().map_err(Error::io("cannot run dpkg-deb"))?;
+    let mut x = Command::new("dpkg-deb");
+    x.arg("-x").arg(&deb).arg(&stage);
+    let st = crate::process::output(x, "dpkg-deb")?;
     if !st.success() {
         return Err(Error::Infra(format!("dpkg-deb -x {} failed", deb.display())));
     }
-    std::fs::create_dir_all(dir.join("bin")).map_err(Error::io(format!("cannot create {}", dir.display())))?;
-    let tmpbin = dir.join("bin/busybox.tmp");
-    std::fs::copy(stage.join("bin/busybox"), &tmpbin).map_err(Error::io("cannot copy busybox"))?;
-    std::fs::rename(&tmpbin, dir.join("bin/busybox")).map_err(Error::io("cannot install busybox"))?;
+    let data = std::fs::read(stage.join("bin/busybox")).map_err(Error::io("cannot read the unpacked busybox"))?;
+    crate::cache::write_atomic(&dir.join("bin/busybox"), &data)?;
+    std::fs::set_permissions(dir.join("bin/busybox"), std::fs::Permissions::from_mode(0o755)).map_err(Error::io("cannot make busybox executable"))?;
     Ok(())
 }

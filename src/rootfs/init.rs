@@ -28,6 +28,10 @@ pub fn build(cache: &Cache, arch: &Arch, tc: &Toolchain) -> Result<PathBuf> {
     if out.is_file() {
         return Ok(out);
     }
+    let _lock = cache.lock(&format!("inits/{}", &key[..16]), &|_| {})?;
+    if out.is_file() {
+        return Ok(out);
+    }
     std::fs::create_dir_all(&dir).map_err(Error::io(format!("cannot create {}", dir.display())))?;
     let src = dir.join(format!("init.{}.c", tmp_suffix()));
     std::fs::write(&src, INIT_C).map_err(Error::io(format!("cannot write {}", src.display())))?;
@@ -49,8 +53,8 @@ pub fn build(cache: &Cache, arch: &Arch, tc: &Toolchain) -> Result<PathBuf> {
     let tmp = dir.join(format!("init.tmp.{}", tmp_suffix()));
     let mut cmd = tool.to_command();
     cmd.args(["-Os", "-static", "-s", "-o"]).arg(&tmp).arg(&src);
-    let out_put = cmd.output().map_err(Error::io(format!("cannot run {}", cc.display())))?;
-    if !out_put.status.success() {
+    let out_put = crate::process::output(cmd, &cc.display().to_string())?;
+    if !out_put.success() {
         return Err(Error::Infra(format!(
             "compiling the init for {} with {} failed (is the cross libc installed? Debian: {}):\n{}",
             arch.id,

@@ -11,6 +11,9 @@ pub enum Event {
     BuildStarted { build: String, arch: String, toolchain: String, cells: usize },
     BuildFinished { build: String, ok: bool, reused: bool, seconds: f64, cpu_seconds: f64, detail: Option<String> },
     BootStarted { cell: String, board: String },
+    /// Something a user should see: a wait for a cache entry another run
+    /// holds, a pre-flight finding.
+    Note { build: Option<String>, message: String },
     CellFinished(Box<CellResult>),
     RunFinished { interrupted: bool },
 }

@@ -67,6 +67,12 @@ impl Progress {
                 self.running.retain(|r| !r.starts_with("build "));
                 self.update();
             }
+            Event::Note { build, message } => {
+                self.line(&match build {
+                    Some(b) => format!("build {b}: {message}"),
+                    None => message.clone(),
+                });
+            }
             Event::BootStarted { board, .. } => {
                 self.running.push(format!("boot {board}"));
                 self.update();

@@ -8,6 +8,7 @@ use std::time::Duration;
 use comfy_table::{presets, Cell, Color, Table};
 
 use super::results::{CellResult, Results, Verdict};
+use crate::outcome::Class;
 
 /// A cell coordinate a table axis can be made of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -91,12 +92,12 @@ impl<'a> Grid<'a> {
     /// The cell to show: the worst verdict when several fall together.
     fn get(&self, row: &[String], col: &str) -> Option<&'a CellResult> {
         self.cells.get(&(row.to_vec(), col.to_string())).and_then(|v| {
-            v.iter().copied().max_by_key(|c| match c.verdict {
+            v.iter().copied().max_by_key(|c| match c.verdict.class() {
                 // A skip says nothing about the kernel: anything that ran wins.
-                Verdict::Skip => 0,
-                Verdict::Pass => 1,
-                v if v.is_kernel_failure() => 3,
-                _ => 2,
+                Class::Skip => 0,
+                Class::Pass => 1,
+                Class::Infra => 2,
+                Class::KernelFail => 3,
             })
         })
     }
@@ -110,11 +111,11 @@ fn short(c: &CellResult) -> String {
 }
 
 fn color(v: Verdict) -> Color {
-    match v {
-        Verdict::Pass => Color::Green,
-        Verdict::Skip => Color::DarkGrey,
-        Verdict::InfraError => Color::Magenta,
-        _ => Color::Red,
+    match v.class() {
+        Class::Pass => Color::Green,
+        Class::Skip => Color::DarkGrey,
+        Class::Infra => Color::Magenta,
+        Class::KernelFail => Color::Red,
     }
 }
 
@@ -194,20 +195,22 @@ pub fn junit(r: &Results) -> String {
     let mut report = Report::new("kmatrix");
     let mut suites: BTreeMap<&str, TestSuite> = BTreeMap::new();
     for c in &r.cells {
-        let status = match c.verdict {
-            Verdict::Pass => TestCaseStatus::success(),
-            Verdict::Skip => {
+        let v = c.verdict;
+        let failed = |kind| {
+            let mut s = TestCaseStatus::non_success(kind);
+            s.set_type(v.name());
+            s.set_message(c.detail.clone().unwrap_or_else(|| v.name().to_string()));
+            s
+        };
+        let status = match v.class() {
+            Class::Pass => TestCaseStatus::success(),
+            Class::Skip => {
                 let mut s = TestCaseStatus::skipped();
                 s.set_message(c.detail.clone().unwrap_or_default());
                 s
             }
-            v => {
-                let kind = if v == Verdict::InfraError { NonSuccessKind::Error } else { NonSuccessKind::Failure };
-                let mut s = TestCaseStatus::non_success(kind);
-                s.set_type(v.name());
-                s.set_message(c.detail.clone().unwrap_or_else(|| v.name().to_string()));
-                s
-            }
+            Class::Infra => failed(NonSuccessKind::Error),
+            Class::KernelFail => failed(NonSuccessKind::Failure),
         };
         let mut tc = TestCase::new(format!("{}/{}/{}", c.toolchain, c.kernel, c.config), status);
         tc.set_classname(c.board.clone());
@@ -245,11 +248,11 @@ pub fn html(r: &Results, layout: &Layout) -> String {
             match g.get(row, col) {
                 None => s.push_str("<td>-</td>"),
                 Some(cell) => {
-                    let class = match cell.verdict {
-                        Verdict::Pass => "pass",
-                        Verdict::Skip => "skip",
-                        Verdict::InfraError => "infra-error",
-                        _ => "fail",
+                    let class = match cell.verdict.class() {
+                        Class::Pass => "pass",
+                        Class::Skip => "skip",
+                        Class::Infra => "infra-error",
+                        Class::KernelFail => "fail",
                     };
                     s.push_str(&format!("<td class=\"{class}\">{}", esc(&short(cell))));
                     let mut links = Vec::new();

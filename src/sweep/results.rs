@@ -12,52 +12,7 @@ use crate::error::{Error, Result};
 
 pub const RESULTS_SCHEMA: u32 = 1;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Verdict {
-    Pass,
-    BuildFail,
-    BootFail,
-    Panic,
-    Oops,
-    Timeout,
-    CmdFail,
-    InfraError,
-    Skip,
-}
-
-impl Verdict {
-    pub fn name(self) -> &'static str {
-        match self {
-            Verdict::Pass => "pass",
-            Verdict::BuildFail => "build-fail",
-            Verdict::BootFail => "boot-fail",
-            Verdict::Panic => "panic",
-            Verdict::Oops => "oops",
-            Verdict::Timeout => "timeout",
-            Verdict::CmdFail => "cmd-fail",
-            Verdict::InfraError => "infra-error",
-            Verdict::Skip => "skip",
-        }
-    }
-
-    /// The kernel (not kmatrix) failed.
-    pub fn is_kernel_failure(self) -> bool {
-        matches!(self, Verdict::BuildFail | Verdict::BootFail | Verdict::Panic | Verdict::Oops | Verdict::Timeout | Verdict::CmdFail)
-    }
-
-    pub fn from_outcome(o: &crate::boot::Outcome) -> Verdict {
-        use crate::boot::Outcome;
-        match o {
-            Outcome::Pass => Verdict::Pass,
-            Outcome::CmdFail { .. } => Verdict::CmdFail,
-            Outcome::BootFail { .. } => Verdict::BootFail,
-            Outcome::Panic { .. } => Verdict::Panic,
-            Outcome::Oops { .. } => Verdict::Oops,
-            Outcome::Timeout { .. } => Verdict::Timeout,
-        }
-    }
-}
+pub use crate::outcome::Verdict;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CellResult {

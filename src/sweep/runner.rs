@@ -32,6 +32,8 @@ pub struct Options {
     /// Cells already finished (resume): not run again.
     pub done: BTreeSet<String>,
     pub no_output_timeout: Option<Duration>,
+    /// Bytes of console log kept per boot.
+    pub console_log_limit: u64,
 }
 
 fn base_result(c: &Cell) -> CellResult {
@@ -73,7 +75,7 @@ pub fn run(
     gem5: &(dyn Fn(&str, &str) -> Option<Gem5Install> + Sync),
     tx: Sender<Event>,
 ) -> Result<()> {
-    let interrupted = boot::interrupted();
+    let interrupted = crate::process::interrupted();
     let pending: Vec<&Cell> = plan.cells.iter().filter(|c| !opts.done.contains(&c.id)).collect();
     let _ = tx.send(Event::RunStarted {
         dir: opts.dir.clone(),
@@ -85,18 +87,39 @@ pub fn run(
     for c in &pending {
         if let CellState::Skip(reason) = &c.state {
             let mut r = base_result(c);
-            r.detail = Some(reason.clone());
+            r.detail = Some(reason.to_string());
             let _ = tx.send(Event::CellFinished(Box::new(r)));
         }
     }
-    let runnable: BTreeSet<&str> = pending.iter().filter(|c| c.state == CellState::Pending).map(|c| c.id.as_str()).collect();
+    // Pre-flight, before any unpack or configure: a cell whose compiler or
+    // emulator is missing is an infra-error now, and the others still run.
+    let mut missing: BTreeMap<(&str, &str), crate::preflight::Missing> = BTreeMap::new();
+    let mut runnable: BTreeSet<&str> = BTreeSet::new();
+    for c in pending.iter().filter(|c| c.state == CellState::Pending) {
+        let m = missing
+            .entry((c.board.as_str(), c.toolchain.as_str()))
+            .or_insert_with(|| crate::preflight::check(reg, &reg.boards[&c.board], &reg.toolchains[&c.toolchain], crate::preflight::Work::Boot));
+        if m.is_empty() {
+            runnable.insert(c.id.as_str());
+        } else {
+            let mut r = base_result(c);
+            r.verdict = Verdict::InfraError;
+            r.detail = Some(m.to_string());
+            let _ = tx.send(Event::CellFinished(Box::new(r)));
+        }
+    }
     let cells: BTreeMap<&str, &Cell> = plan.cells.iter().map(|c| (c.id.as_str(), c)).collect();
 
     // Sources first, one at a time: unpacking is disk-bound and shared.
     let mut sources: BTreeMap<String, std::result::Result<Source, String>> = BTreeMap::new();
     for u in plan.builds.iter().filter(|u| u.cells.iter().any(|c| runnable.contains(c.as_str()))) {
         let key = serde_json::to_string(&u.kernel.source).expect("serialises");
-        sources.entry(key).or_insert_with(|| source::resolve(&u.kernel.source, cache, &|_| {}).map_err(|e| e.to_string()));
+        let note = |l: &str| {
+            if l.starts_with("waiting for") || l.starts_with("waited") || l.starts_with("unpacking") {
+                let _ = tx.send(Event::Note { build: None, message: l.to_string() });
+            }
+        };
+        sources.entry(key).or_insert_with(|| source::resolve(&u.kernel.source, cache, &note).map_err(|e| e.to_string()));
     }
 
     let jobs = jobserver::Client::new(opts.jobs.max(1)).map_err(Error::io("cannot create the make jobserver"))?;
@@ -142,7 +165,7 @@ fn worker(
     gem5: &(dyn Fn(&str, &str) -> Option<Gem5Install> + Sync),
     tx: &Sender<Event>,
 ) -> Result<()> {
-    let interrupted = boot::interrupted();
+    let interrupted = crate::process::interrupted();
     let source = source.as_ref().map_err(|e| Error::Infra(format!("kernel source: {e}")))?;
     let arch = &reg.arches[&unit.arch];
     let tc = &reg.toolchains[&unit.toolchain];
@@ -162,7 +185,11 @@ fn worker(
         extra_targets: unit.targets.clone(),
     };
     let t0 = Instant::now();
-    let outcome = build::build(cache, &req, jobs, &|_| {})?;
+    let outcome = build::build(cache, &req, jobs, &|l: &str| {
+        if l.starts_with("waiting for") || l.starts_with("waited") {
+            let _ = tx.send(Event::Note { build: Some(unit.id.clone()), message: l.to_string() });
+        }
+    })?;
     let build_log_name = format!("{}.build.log", unit.id);
     let (manifest, reused) = match outcome {
         BuildOutcome::Built { manifest, reused } => {
@@ -211,8 +238,8 @@ fn worker(
         r.build_cpu_seconds = Some(manifest.cpu_seconds);
         match boot_cell(cache, reg, c, &manifest, jobs, opts, gem5, tx) {
             Ok((res, log)) => {
-                r.verdict = Verdict::from_outcome(&res.outcome);
-                r.detail = res.outcome.detail();
+                r.verdict = res.outcome.verdict;
+                r.detail = res.outcome.detail.clone();
                 r.boot_seconds = Some(res.total.as_secs_f64());
                 r.boot_to_marker_seconds = res.boot_to_marker.map(|d| d.as_secs_f64());
                 r.console_log = Some(log);
@@ -265,6 +292,8 @@ fn boot_cell(
         log: opts.dir.join(&rel),
         echo: false,
         console_file: prepared.console_file,
+        cmds: c.cmds.len(),
+        log_limit: opts.console_log_limit,
     };
     let res = boot::run(&spec)?;
     let _ = std::fs::remove_file(run_dir.join("initramfs.cpio.gz"));

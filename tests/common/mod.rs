@@ -2,6 +2,7 @@
 //! running the kmatrix binary.
 #![allow(dead_code)]
 
+pub mod fake;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
