@@ -6,11 +6,12 @@
 //!
 //! gem5 takes hours to build and no package has it, so CI has none: these
 //! tests need KMATRIX_TEST_REAL=1 *and* a gem5 build, found under
-//! KMATRIX_TEST_GEM5 (a gem5 source tree with build/<ISA>/gem5.{opt,fast}).
-//! Without one each test prints why it skipped.
+//! KMATRIX_TEST_GEM5 (a gem5 source tree with build/<ISA>/gem5.{opt,fast});
+//! without one they show as ignored, with that reason. The stand-in tests
+//! (a script as gem5) run in CI.
 
 mod common;
-use common::{kmatrix, real};
+use common::kmatrix;
 use std::path::PathBuf;
 use std::process::Output;
 use std::sync::Mutex;
@@ -18,19 +19,15 @@ use std::sync::Mutex;
 /// One gem5 run at a time: each is a single-threaded simulation of minutes.
 static LOCK: Mutex<()> = Mutex::new(());
 
-fn gem5(isa: &str) -> Option<PathBuf> {
-    if !real() {
-        return None;
-    }
-    let Some(root) = std::env::var_os("KMATRIX_TEST_GEM5").map(PathBuf::from) else {
-        eprintln!("skipped: gem5 not built (set KMATRIX_TEST_GEM5 to a gem5 tree with build/{isa}/gem5.opt or gem5.fast; CI has no gem5)");
-        return None;
-    };
-    let found = ["opt", "fast"].iter().map(|v| root.join(format!("build/{isa}/gem5.{v}"))).find(|p| p.is_file());
-    if found.is_none() {
-        eprintln!("skipped: gem5 not built for {isa} under {}", root.display());
-    }
-    found
+/// The gem5 binary for `isa` under KMATRIX_TEST_GEM5 (the tests that call
+/// this are ignored without it); a tree without that build fails the test.
+fn gem5(isa: &str) -> PathBuf {
+    let root = PathBuf::from(std::env::var_os("KMATRIX_TEST_GEM5").expect("KMATRIX_TEST_GEM5 is set (see build.rs)"));
+    ["opt", "fast"]
+        .iter()
+        .map(|v| root.join(format!("build/{isa}/gem5.{v}")))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("KMATRIX_TEST_GEM5={} has no build/{isa}/gem5.opt or gem5.fast", root.display()))
 }
 
 /// A stand-in gem5 tree: a "binary" that plays the guest from the readfile
@@ -84,14 +81,13 @@ echo "Exiting @ tick 1 because m5_exit instruction encountered"
 /// toolchain, the initrd as a --param Python literal, the console read from
 /// system.terminal, the nonce and commands through the readfile.
 #[test]
+#[cfg_attr(not(kmatrix_real), ignore = "needs real compilers, QEMU and gdb-multiarch: set KMATRIX_TEST_REAL=1 (CI does)")]
 fn gem5_arm_plumbing_with_a_stand_in_gem5() {
-    if !real() {
-        return;
-    }
     let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let bin = fake_gem5(dir.path(), "ARM");
-    let (code, s) = run(&bin, &["boot", "--board", "gem5-arm", "--check", "--cmd", "uname -m"]);
+    // The debug kernel: the one qemu-aarch64-virt's real tests build too.
+    let (code, s) = run(&bin, &["boot", "--board", "gem5-arm", "--profile", "debug", "--check", "--cmd", "uname -m"]);
     assert_eq!(code, Some(0), "{s}");
     assert!(s.lines().any(|l| l.starts_with("PASS")), "{s}");
     assert!(s.contains("ran: uname -m"), "{s}");
@@ -108,14 +104,13 @@ fn gem5_arm_plumbing_with_a_stand_in_gem5() {
 
 /// gem5-x86's kernel carries kmatrix's init (CONFIG_INITRAMFS_SOURCE, a
 /// content-addressed cpio in the cache); the boot passes no initrd and hands
-/// the nonce and commands over through the readfile.
+/// the nonce and commands over through the readfile. Fast tier: the fake
+/// kernel tree keeps the config line, so no real kernel is built for this.
 #[test]
 fn gem5_x86_embedded_initramfs_with_a_stand_in_gem5() {
-    if !real() {
-        return;
-    }
-    let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let out = kmatrix(&["build", "--board", "gem5-x86"]);
+    let p = common::fake::FakeProject::new();
+    let tarball = p.tarball.display().to_string();
+    let out = p.kmatrix(&["build", "--board", "gem5-x86", "--source", &tarball]);
     let s = stdout(&out);
     assert_eq!(out.status.code(), Some(0), "{s}");
     let config = s.lines().find_map(|l| l.trim().strip_prefix(".config")).unwrap().trim().to_string();
@@ -130,8 +125,9 @@ fn gem5_x86_embedded_initramfs_with_a_stand_in_gem5() {
 
     let dir = tempfile::tempdir().unwrap();
     let bin = fake_gem5(dir.path(), "X86");
-    let (code, s) = run(&bin, &["boot", "--board", "gem5-x86", "--check", "--cmd", "true"]);
-    assert_eq!(code, Some(0), "{s}");
+    let out = p.kmatrix(&["--gem5", bin.to_str().unwrap(), "boot", "--board", "gem5-x86", "--source", &tarball, "--check", "--cmd", "true"]);
+    let s = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{s}");
     let log = s.lines().find_map(|l| l.strip_prefix("console log: ")).unwrap();
     let argv = std::fs::read_to_string(log).unwrap().lines().next().unwrap().to_string();
     assert!(!argv.contains("initrd"), "{argv}");
@@ -153,8 +149,9 @@ fn run(bin: &std::path::Path, args: &[&str]) -> (Option<i32>, String) {
 }
 
 #[test]
+#[cfg_attr(not(all(kmatrix_real, kmatrix_gem5)), ignore = "needs a gem5 build: set KMATRIX_TEST_REAL=1 and KMATRIX_TEST_GEM5=<gem5 tree> (CI has no gem5)")]
 fn gem5_arm_boot_check() {
-    let Some(bin) = gem5("ARM") else { return };
+    let bin = gem5("ARM");
     let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let (code, s) = run(&bin, &["boot", "--board", "gem5-arm", "--check", "--cmd", "cat /proc/cmdline"]);
     assert_eq!(code, Some(0), "{s}");
@@ -165,8 +162,9 @@ fn gem5_arm_boot_check() {
 }
 
 #[test]
+#[cfg_attr(not(all(kmatrix_real, kmatrix_gem5)), ignore = "needs a gem5 build: set KMATRIX_TEST_REAL=1 and KMATRIX_TEST_GEM5=<gem5 tree> (CI has no gem5)")]
 fn gem5_x86_boot_check() {
-    let Some(bin) = gem5("X86") else { return };
+    let bin = gem5("X86");
     let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let (code, s) = run(&bin, &["boot", "--board", "gem5-x86", "--check", "--cmd", "cat /proc/cmdline"]);
     assert_eq!(code, Some(0), "{s}");
@@ -179,7 +177,7 @@ fn gem5_x86_boot_check() {
 /// A checkpoint taken after the boot marker, then restored: the restored
 /// guest resumes after the marker and runs the new boot's commands.
 fn checkpoint_and_restore(isa: &str, board: &str) {
-    let Some(bin) = gem5(isa) else { return };
+    let bin = gem5(isa);
     let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let cpt = dir.path().join("cpt");
@@ -194,18 +192,20 @@ fn checkpoint_and_restore(isa: &str, board: &str) {
 }
 
 #[test]
+#[cfg_attr(not(all(kmatrix_real, kmatrix_gem5)), ignore = "needs a gem5 build: set KMATRIX_TEST_REAL=1 and KMATRIX_TEST_GEM5=<gem5 tree> (CI has no gem5)")]
 fn gem5_arm_checkpoint_and_restore() {
     checkpoint_and_restore("ARM", "gem5-arm");
 }
 
 #[test]
+#[cfg_attr(not(all(kmatrix_real, kmatrix_gem5)), ignore = "needs a gem5 build: set KMATRIX_TEST_REAL=1 and KMATRIX_TEST_GEM5=<gem5 tree> (CI has no gem5)")]
 fn gem5_x86_checkpoint_and_restore() {
     checkpoint_and_restore("X86", "gem5-x86");
 }
 
 /// gdb on gem5's stub: stopped at start_kernel, the lx-* scripts loaded.
 fn gdb(isa: &str, board: &str) {
-    let Some(bin) = gem5(isa) else { return };
+    let bin = gem5(isa);
     let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let (code, s) = run(&bin, &["debug", "--board", board, "--batch", "--ex", "bt", "--ex", "lx-version"]);
     assert_eq!(code, Some(0), "{s}");
@@ -214,6 +214,7 @@ fn gdb(isa: &str, board: &str) {
 }
 
 #[test]
+#[cfg_attr(not(all(kmatrix_real, kmatrix_gem5)), ignore = "needs a gem5 build: set KMATRIX_TEST_REAL=1 and KMATRIX_TEST_GEM5=<gem5 tree> (CI has no gem5)")]
 fn gem5_arm_gdb() {
     gdb("ARM", "gem5-arm");
 }
@@ -222,6 +223,7 @@ fn gem5_arm_gdb() {
 /// A stock gem5.fast segfaults here (see debug::gdb_crash_reason); gem5.opt
 /// or a fixed remote_gdb.cc works.
 #[test]
+#[cfg_attr(not(all(kmatrix_real, kmatrix_gem5)), ignore = "needs a gem5 build: set KMATRIX_TEST_REAL=1 and KMATRIX_TEST_GEM5=<gem5 tree> (CI has no gem5)")]
 fn gem5_x86_gdb() {
     gdb("X86", "gem5-x86");
 }

@@ -83,13 +83,16 @@ fn builtin_matrix() {
     let ids = |p: &Value| -> Vec<(String, String)> { self::cells(p).iter().map(|c| (s(c, "id").to_string(), s(c, "build").to_string())).collect() };
     assert_eq!(ids(&p), ids(&again));
 
-    // 7 boards x gcc + 5 QEMU boards x clang (gem5 x clang is excluded).
-    assert_eq!(cells.len(), 12, "{p:#}");
+    // (7 boards x gcc + 5 QEMU boards x clang; gem5 x clang is excluded)
+    // x the tiny and debug configs.
+    assert_eq!(cells.len(), 24, "{p:#}");
     for c in cells {
         assert_eq!(s(c, "kernel"), "debian-6.1");
-        assert_eq!(s(c, "config"), "tiny");
+        assert!(["tiny", "debug"].contains(&s(c, "config")), "{c}");
         assert_eq!(c["kernel_version"], "6.1");
     }
+    let cells: Vec<Value> = cells.iter().filter(|c| s(c, "config") == "tiny").cloned().collect();
+    let cells = &cells;
 
     let gem5: Vec<&Value> = cells.iter().filter(|c| s(c, "emulator") == "gem5").collect();
     assert_eq!(gem5.iter().map(|c| s(c, "board")).collect::<Vec<_>>(), ["gem5-arm", "gem5-x86"]);

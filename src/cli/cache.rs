@@ -46,6 +46,8 @@ struct Entry {
     size: u64,
     age: Duration,
     what: String,
+    /// Wall and CPU seconds of the make that built it.
+    build: Option<(f64, f64)>,
 }
 
 fn entries(ctx: &Ctx) -> Vec<Entry> {
@@ -64,6 +66,7 @@ fn entries(ctx: &Ctx) -> Vec<Entry> {
                 name: e.file_name().to_string_lossy().into_owned(),
                 size: du(&p),
                 age,
+                build: manifest.as_ref().map(|m| (m.build_seconds, m.cpu_seconds)),
                 what: manifest.map(|m| format!("{} {} ({})", m.arch, m.toolchain, m.targets.join(" "))).unwrap_or_else(|| "incomplete".into()),
             }
         })
@@ -75,11 +78,12 @@ fn entries(ctx: &Ctx) -> Vec<Entry> {
 pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     match a.cmd {
         Cmd::Ls => {
-            let mut t = table(["build", "size", "age", "kernel"]);
+            let mut t = table(["build", "size", "age", "build time (CPU)", "kernel"]);
             let mut total = 0;
             for e in entries(ctx) {
                 total += e.size;
-                t.add_row([e.name, format!("{} MiB", e.size >> 20), format!("{}h", e.age.as_secs() / 3600), e.what]);
+                let time = e.build.map(|(w, c)| format!("{w:.0}s ({c:.0}s)")).unwrap_or_else(|| "-".into());
+                t.add_row([e.name, format!("{} MiB", e.size >> 20), format!("{}h", e.age.as_secs() / 3600), time, e.what]);
             }
             println!("{t}");
             println!("cache {}: builds {} MiB", ctx.cache.root.display(), total >> 20);

@@ -1,0 +1,155 @@
+//! The isolation cases once for real (KMATRIX_TEST_REAL=1): a real kernel,
+//! real gcc, real QEMU. Two sweeps on the shared cache need the same new
+//! kernel; the first is killed with SIGKILL in the middle of its make. None
+//! of its processes (make, gcc, cc1...) may be alive 5 s later; the second
+//! sweep, which waited for the entry, continues the build in the same tree
+//! and passes; the first, resumed, reuses that build. The fast tier
+//! (tests/isolation.rs) covers each case on its own with fakes.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+fn stat(pid: i32) -> Option<(i32, char, u64)> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = s.rsplit_once(") ")?;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Some((f[1].parse().ok()?, f[0].chars().next()?, f[19].parse().ok()?))
+}
+
+fn cmdline(pid: i32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default().replace('\0', " ")
+}
+
+fn descendants(root: i32) -> BTreeMap<i32, u64> {
+    let mut all = BTreeMap::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok())
+            && let Some((ppid, state, start)) = stat(pid)
+            && state != 'Z'
+        {
+            all.insert(pid, (ppid, start));
+        }
+    }
+    let mut out = BTreeMap::new();
+    let mut frontier = vec![root];
+    while let Some(p) = frontier.pop() {
+        for (&pid, &(ppid, start)) in &all {
+            if ppid == p && out.insert(pid, start).is_none() {
+                frontier.push(pid);
+            }
+        }
+    }
+    out
+}
+
+fn sweep(project: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_kmatrix"));
+    c.current_dir(project)
+        .env("KMATRIX_CACHE_DIR", common::cache())
+        .env("CI", "1")
+        // This kernel's tree differs from the shared one only by its
+        // LOCALVERSION: let ccache reuse objects across build directories.
+        .env("CCACHE_NOHASHDIR", "1")
+        .arg("sweep")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    c
+}
+
+fn results(dir: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("results.json")).unwrap()).unwrap()
+}
+
+#[test]
+#[cfg_attr(not(kmatrix_real), ignore = "needs real compilers, QEMU and gdb-multiarch: set KMATRIX_TEST_REAL=1 (CI does)")]
+fn two_real_sweeps_share_a_build_and_a_kill9_mid_make_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    // A kernel no earlier run built: the shared arm debug config plus a
+    // LOCALVERSION unique to this run.
+    let tag = format!("-kmx{}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() % 1_000_000_000);
+    std::fs::write(
+        p.join("matrix.toml"),
+        format!(
+            "boards = [\"qemu-arm-versatilepb\"]\ntoolchains = [\"gcc\"]\nkernels = [\"k\"]\nconfigs = [\"fresh\"]\n[kernel.k]\nversion = \"6.1\"\n[config.fresh]\nprofile = \"debug\"\nconfig = '''\nCONFIG_LOCALVERSION=\"{tag}\"\n'''\n"
+        ),
+    )
+    .unwrap();
+    let (ra, rb) = (p.join("a"), p.join("b"));
+    let mut a = sweep(p, &["--results-dir", ra.to_str().unwrap()]).spawn().unwrap();
+    let a_pid = a.id() as i32;
+
+    // A is in make, in the build tree, with compilers running.
+    let t = Instant::now();
+    let mut seen = BTreeMap::new();
+    loop {
+        assert!(t.elapsed() < Duration::from_secs(600), "sweep A never reached make");
+        seen.extend(descendants(a_pid));
+        let in_make = seen.keys().any(|&pid| {
+            let c = cmdline(pid);
+            c.starts_with("make ") && c.contains("/builds/") && !c.contains("/builds/stage-")
+        });
+        let compiling = seen.keys().any(|&pid| cmdline(pid).contains("cc1"));
+        if in_make && compiling {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // B starts now and must wait for A's entry.
+    let b = sweep(p, &["--results-dir", rb.to_str().unwrap()]).spawn().unwrap();
+    std::thread::sleep(Duration::from_secs(4));
+    for _ in 0..10 {
+        seen.extend(descendants(a_pid));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // SAFETY: killing our own child.
+    unsafe { libc_kill(a_pid, 9) };
+    let _ = a.wait();
+    std::thread::sleep(Duration::from_secs(5));
+    let left: Vec<String> = seen
+        .iter()
+        .filter(|(pid, start)| stat(**pid).is_some_and(|(_, s, st)| s != 'Z' && st == **start))
+        .map(|(pid, _)| format!("{pid}: {}", cmdline(*pid)))
+        .collect();
+    eprintln!("kill -9 mid-make: {} processes under sweep A, {} alive 5 s later", seen.len(), left.len());
+    assert!(left.is_empty(), "alive 5 s after kill -9: {left:#?}");
+
+    let out = b.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    eprintln!("sweep B:\n{}{err}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(out.status.code(), Some(0), "sweep B");
+    assert!(err.contains("waiting for configs/") && err.contains("held by pid"), "B said it waited: {err}");
+    let rb_json = results(&rb);
+    let cell = &rb_json["cells"][0];
+    assert_eq!(cell["verdict"], "pass", "{cell}");
+    assert_eq!(cell["build_reused"], false, "B finished the build itself");
+
+    // A, resumed, reuses what B built: no make at all.
+    let out = sweep(p, &["--resume", ra.to_str().unwrap()]).output().unwrap();
+    eprintln!("resume A:\n{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(0));
+    let ra_json = results(&ra);
+    assert_eq!(ra_json["complete"], true);
+    assert_eq!(ra_json["cells"][0]["verdict"], "pass");
+    assert_eq!(ra_json["cells"][0]["build_reused"], true);
+
+    // This kernel serves no other test: drop its tree from the shared cache.
+    for e in std::fs::read_dir(common::cache().join("builds")).unwrap().flatten() {
+        if std::fs::read_to_string(e.path().join(".config")).is_ok_and(|c| c.contains(&tag)) {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
+unsafe extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
