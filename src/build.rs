@@ -200,12 +200,7 @@ pub fn build(cache: &Cache, req: &Request, jobs: &jobserver::Client, echo: &dyn 
     let configs = cache.dir("configs")?;
     let builds = cache.dir("builds")?;
     let memo = configs.join(format!("{}.json", &input_key[..32]));
-    let mut base_targets = req.board.kernel.make_targets.clone();
-    for t in req.extra_targets.iter().chain(std::iter::once(&"vmlinux".to_string())) {
-        if !base_targets.contains(t) {
-            base_targets.push(t.clone());
-        }
-    }
+    let base_targets = recipe::targets(req.board, &req.extra_targets, &|_| false);
 
     // One run at a time configures these inputs; a second waits, then
     // takes the warm path below.
@@ -283,14 +278,7 @@ pub fn build(cache: &Cache, req: &Request, jobs: &jobserver::Client, echo: &dyn 
         && base_targets.iter().all(|t| m.targets.contains(t)) && !req.source.mutable {
             return Ok(BuildOutcome::Built { manifest: Box::new(m), reused: true });
         }
-    let mut targets = base_targets.clone();
-    if final_config.get("CONFIG_GDB_SCRIPTS").map(String::as_str) == Some("y") {
-        targets.push("scripts_gdb".into());
-    }
-    if final_config.get("CONFIG_MODULES").map(String::as_str) == Some("y") {
-        // The module linker script and headers out-of-tree modules need.
-        targets.push("modules_prepare".into());
-    }
+    let targets = recipe::targets(req.board, &req.extra_targets, &|sym| final_config.get(sym).map(String::as_str) == Some("y"));
     let paths = Paths { source: req.source.dir.clone(), build: dir.clone() };
     let r = recipe::recipe(&paths, arch, tc, &req.inputs, &targets, ccache, &req.source.timestamp);
     let log = dir.join("build.log");

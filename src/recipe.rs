@@ -5,13 +5,13 @@
 //! what a user reads is what runs. No `-j` is ever passed: parallelism comes
 //! from the jobserver the runner hands to make through MAKEFLAGS.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::Serialize;
 
 use crate::command::CommandSpec;
 use crate::descriptor::{Arch, Board, ConfigBase, ConfigSpec, Registry, Toolchain, ToolchainKind};
-use crate::kconfig::{Entry, Fragment};
+use crate::kconfig::Fragment;
 
 /// Everything that determines a kernel configuration, resolved.
 #[derive(Debug, Clone, Serialize)]
@@ -59,12 +59,6 @@ impl ConfigInputs {
         let lines: Vec<String> = self.fragments.iter().flat_map(|f| f.entries.iter().map(|e| e.line())).collect();
         (&self.base, lines, &self.allow_missing)
     }
-}
-
-/// Adds a fragment built from entries (e.g. CONFIG_INITRAMFS_SOURCE).
-pub fn with_fragment(mut inputs: ConfigInputs, name: &str, entries: Vec<Entry>) -> ConfigInputs {
-    inputs.fragments.push(Fragment { name: name.into(), origin: "kmatrix".into(), entries });
-    inputs
 }
 
 /// Where a recipe runs.
@@ -179,22 +173,37 @@ pub fn recipe(
     Recipe { make_vars: vars.clone(), base_file, configure, build: make(targets), targets: targets.to_vec() }
 }
 
-/// The make targets a board needs. With CONFIG_GDB_SCRIPTS in the final
-/// config, `scripts_gdb` puts vmlinux-gdb.py (the lx-* commands) into the
-/// build directory.
-pub fn targets(board: &Board, gdb_scripts: bool) -> Vec<String> {
+/// The make targets a build runs, in order: the board's, those of other
+/// boards sharing the build (`extra`), vmlinux (kept for gdb and
+/// symbolisation), then by the config: `scripts_gdb` with CONFIG_GDB_SCRIPTS
+/// (vmlinux-gdb.py, the lx-* commands) and `modules_prepare` with
+/// CONFIG_MODULES (the linker script and headers out-of-tree modules need).
+/// `enabled` says whether a symbol is `y`: the builder asks the final
+/// `.config`, `kmatrix show` the requested lines ([`requested`]); the
+/// config check makes the two agree.
+pub fn targets(board: &Board, extra: &[String], enabled: &dyn Fn(&str) -> bool) -> Vec<String> {
     let mut t = board.kernel.make_targets.clone();
-    if gdb_scripts && !t.iter().any(|x| x == "scripts_gdb") {
-        t.push("scripts_gdb".into());
+    let mut add = |x: &str| {
+        if !t.iter().any(|y| y == x) {
+            t.push(x.to_string());
+        }
+    };
+    for x in extra {
+        add(x);
     }
-    if !t.iter().any(|x| x == "vmlinux") && board.kernel.image != "vmlinux" {
-        // Kept for gdb and symbolisation; every image target builds it anyway.
-        t.push("vmlinux".into());
+    add("vmlinux");
+    if enabled("CONFIG_GDB_SCRIPTS") {
+        add("scripts_gdb");
+    }
+    if enabled("CONFIG_MODULES") {
+        add("modules_prepare");
     }
     t
 }
 
-/// Relative artefact path inside the build directory.
-pub fn artefact(build: &Path, rel: &str) -> PathBuf {
-    build.join(rel)
+/// Whether the requested config lines set a symbol to `y` (the last one wins).
+pub fn requested(inputs: &ConfigInputs) -> impl Fn(&str) -> bool + '_ {
+    move |sym: &str| {
+        inputs.fragments.iter().flat_map(|f| &f.entries).filter(|e| e.symbol == sym).last().is_some_and(|e| e.value.as_deref() == Some("y"))
+    }
 }

@@ -147,7 +147,7 @@ fn recipe_per_board() {
     for board in reg.boards.values() {
         let arch = &reg.arches[&board.arch];
         let inputs = recipe::config_inputs(&reg, arch, board, None);
-        let r = recipe::recipe(&Paths::placeholders(), arch, gcc, &inputs, &recipe::targets(board, false), false, "@0");
+        let r = recipe::recipe(&Paths::placeholders(), arch, gcc, &inputs, &recipe::targets(board, &[], &recipe::requested(&inputs)), false, "@0");
         let mut text = String::new();
         if let Some(f) = &r.base_file {
             text.push_str(&format!("cp {} <build>/.config\n", f.display()));

@@ -78,8 +78,8 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     };
     let inputs = recipe::config_inputs(&reg, arch, board, config);
     let paths = Paths::placeholders();
-    let gdb_scripts = inputs.fragments.iter().flat_map(|f| &f.entries).any(|e| e.symbol == "CONFIG_GDB_SCRIPTS" && e.value.as_deref() == Some("y"));
-    let targets = recipe::targets(board, gdb_scripts);
+    // Exactly what `build` runs (the same function, asked of the request).
+    let targets = recipe::targets(board, &[], &recipe::requested(&inputs));
     let r = recipe::recipe(&paths, arch, tc, &inputs, &targets, crate::host::which("ccache").is_some(), "@0");
     let image = paths.build.join(&board.kernel.image);
     let dtb = board.kernel.dtb.as_ref().map(|d| paths.build.join(d));
