@@ -190,12 +190,16 @@ fn run_logged(cmd: &CommandSpec, log: &Path, jobs: Option<&jobserver::Client>, e
 pub fn build(cache: &Cache, req: &Request, jobs: &jobserver::Client, echo: &dyn Fn(&str)) -> Result<BuildOutcome> {
     let arch = req.arch;
     let tc = req.toolchain;
-    let target = tc.targets.get(&arch.id).ok_or_else(|| Error::Usage(format!("toolchain `{}` cannot build arch `{}`", tc.id, arch.id)))?;
+    let target = tc.target(&arch.id)?;
     let cc = crate::host::which(&target.cc).ok_or_else(|| Error::MissingTool { tool: target.cc.clone(), package: target.packages.first().cloned() })?;
     let version = tool_version(&cc, &tc.version_args);
     let ccache = crate::host::which("ccache").is_some();
     let vars = recipe::make_vars(arch, tc, false);
-    let input_key = sha(&(CACHE_SCHEMA, &req.source.hash, &arch.id, &version, &vars, req.inputs.identity(), req.allow_config_mismatch));
+    // A board that links its initramfs into the kernel (gem5 x86) adds it
+    // to the config here, for every caller alike: the key follows it.
+    let mut inputs = req.inputs.clone();
+    crate::machine::embed_initramfs(cache, arch, tc, req.board, &mut inputs)?;
+    let input_key = sha(&(CACHE_SCHEMA, &req.source.hash, &arch.id, &version, &vars, inputs.identity(), req.allow_config_mismatch));
 
     let configs = cache.dir("configs")?;
     let builds = cache.dir("builds")?;
@@ -216,9 +220,9 @@ pub fn build(cache: &Cache, req: &Request, jobs: &jobserver::Client, echo: &dyn 
     // Configure in a staging directory; the final .config names the build.
     let stage = tempfile::Builder::new().prefix("stage-").tempdir_in(&builds).map_err(Error::io("cannot create a staging directory"))?;
     let paths = Paths { source: req.source.dir.clone(), build: stage.path().to_path_buf() };
-    let r = recipe::recipe(&paths, arch, tc, &req.inputs, &base_targets, ccache, &req.source.timestamp);
+    let r = recipe::recipe(&paths, arch, tc, &inputs, &base_targets, ccache, &req.source.timestamp);
     let log = stage.path().join("config.log");
-    for (i, f) in req.inputs.fragments.iter().enumerate() {
+    for (i, f) in inputs.fragments.iter().enumerate() {
         let p = paths.fragment_file(i, f);
         std::fs::create_dir_all(p.parent().expect("has parent")).map_err(Error::io("cannot create the fragment directory"))?;
         std::fs::write(&p, f.to_file_text()).map_err(Error::io(format!("cannot write {}", p.display())))?;
@@ -226,7 +230,7 @@ pub fn build(cache: &Cache, req: &Request, jobs: &jobserver::Client, echo: &dyn 
     if let Some(base) = &r.base_file {
         std::fs::copy(base, stage.path().join(".config")).map_err(Error::io(format!("cannot read config base {}", base.display())))?;
     }
-    echo(&format!("configuring ({} fragments)", req.inputs.fragments.len()));
+    echo(&format!("configuring ({} fragments)", inputs.fragments.len()));
     let mut cpu = 0.0;
     for step in &r.configure {
         // Configuring is one job: it holds one token of the shared budget.
@@ -242,9 +246,9 @@ pub fn build(cache: &Cache, req: &Request, jobs: &jobserver::Client, echo: &dyn 
     }
     let config_text = std::fs::read_to_string(stage.path().join(".config")).map_err(Error::io("cannot read the final .config"))?;
     let final_config = kconfig::parse_dotconfig(&config_text);
-    let mismatches: Vec<Mismatch> = kconfig::check(&req.inputs.fragments, &final_config)
+    let mismatches: Vec<Mismatch> = kconfig::check(&inputs.fragments, &final_config)
         .into_iter()
-        .filter(|m| !req.inputs.allow_missing.contains(&m.symbol))
+        .filter(|m| !inputs.allow_missing.contains(&m.symbol))
         .collect();
     if !mismatches.is_empty() && !req.allow_config_mismatch {
         let kept = keep_failed(stage, &builds, "config")?;
@@ -280,7 +284,7 @@ pub fn build(cache: &Cache, req: &Request, jobs: &jobserver::Client, echo: &dyn 
         }
     let targets = recipe::targets(req.board, &req.extra_targets, &|sym| final_config.get(sym).map(String::as_str) == Some("y"));
     let paths = Paths { source: req.source.dir.clone(), build: dir.clone() };
-    let r = recipe::recipe(&paths, arch, tc, &req.inputs, &targets, ccache, &req.source.timestamp);
+    let r = recipe::recipe(&paths, arch, tc, &inputs, &targets, ccache, &req.source.timestamp);
     let log = dir.join("build.log");
     let _ = std::fs::remove_file(&log);
     let _ = std::fs::remove_file(dir.join("failure.json"));

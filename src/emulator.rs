@@ -154,3 +154,23 @@ fn gem5(board: &Board, g: &Gem5, i: &BootInputs) -> CommandSpec {
     }
     c.args(i.extra_args.iter().cloned())
 }
+
+/// How to get a gem5 for `isa` (gem5 has no Debian package): the one hint
+/// every "gem5 not built" message and skip reason gives.
+pub fn gem5_hint(isa: &str) -> String {
+    format!("run `kmatrix emulator build gem5 --isa {isa}` or pass --gem5 <binary>")
+}
+
+pub fn gem5_missing(isa: &str) -> crate::error::Error {
+    crate::error::Error::EmulatorNotInstalled { emulator: "gem5".into(), hint: gem5_hint(isa) }
+}
+
+/// Whether a silent console means a hung guest. A gem5 guest can be quiet
+/// for minutes while the simulator works through the boot: only its overall
+/// timeout applies.
+pub fn silence_is_a_hang(board: &Board) -> bool {
+    match &board.emulator {
+        Emulator::Qemu(_) => true,
+        Emulator::Gem5(_) => false,
+    }
+}

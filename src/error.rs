@@ -26,6 +26,13 @@ pub enum Error {
     Usage(String),
     #[error("`{tool}` not found{}", package.as_ref().map(|p| format!(" (Debian package: {p}; `kmatrix setup` installs it)")).unwrap_or_default())]
     MissingTool { tool: String, package: Option<String> },
+    #[error("unknown toolchain `{name}`; {suggestion}")]
+    UnknownToolchain { name: String, suggestion: String },
+    #[error("toolchain `{toolchain}` cannot build arch `{arch}` (it has no [targets.{arch}])")]
+    ToolchainCannotBuild { toolchain: String, arch: String },
+    /// An emulator kmatrix does not install from a package (gem5).
+    #[error("{emulator} not built: {hint}")]
+    EmulatorNotInstalled { emulator: String, hint: String },
     #[error("{0}")]
     Infra(String),
     /// Pre-flight found tools missing before anything was built.
@@ -49,6 +56,9 @@ impl Error {
             Error::Interrupted => exit::INTERRUPTED,
             Error::Descriptors(_)
             | Error::Usage(_)
+            | Error::UnknownToolchain { .. }
+            | Error::ToolchainCannotBuild { .. }
+            | Error::EmulatorNotInstalled { .. }
             | Error::MissingTool { .. }
             | Error::MissingTools(_)
             | Error::Infra(_)

@@ -30,9 +30,7 @@ pub struct BuildOptions {
 
 pub fn build(cache: &Cache, reg: &Registry, board: &Board, o: &BuildOptions, say: &dyn Fn(&str)) -> Result<BuildOutcome> {
     let arch = &reg.arches[&board.arch];
-    let tc = reg.toolchains.get(&o.toolchain).ok_or_else(|| {
-        Error::Usage(format!("unknown toolchain `{}`; {}", o.toolchain, crate::descriptor::diag::suggest(&o.toolchain, "toolchains", reg.toolchains.keys().map(String::as_str))))
-    })?;
+    let tc = reg.toolchain(&o.toolchain)?;
     // Before anything is unpacked or configured.
     crate::preflight::require(reg, board, tc, o.work)?;
     let mut spec: Option<ConfigSpec> = match &o.config {
@@ -70,7 +68,6 @@ pub fn build(cache: &Cache, reg: &Registry, board: &Board, o: &BuildOptions, say
         })?;
         inputs.fragments.push(Fragment { name: f.file_stem().and_then(|s| s.to_str()).unwrap_or("user").to_string(), origin: f.display().to_string(), entries });
     }
-    embed_initramfs(cache, arch, tc, board, &mut inputs)?;
     let source_spec = o.source.clone().unwrap_or(SourceSpec::System);
     let src = source::resolve(&source_spec, cache, say)?;
     let jobs = jobserver::Client::new(o.jobs.max(1)).map_err(Error::io("cannot create the make jobserver"))?;
@@ -121,8 +118,7 @@ pub fn gem5_bootloader(cache: &Cache, reg: &Registry, board: &Board, toolchain: 
     use sha2::{Digest, Sha256};
     let crate::descriptor::Emulator::Gem5(g) = &board.emulator else { return Ok(None) };
     let Some(bl) = &g.bootloader else { return Ok(None) };
-    let tc = reg.toolchains.get(toolchain).ok_or_else(|| Error::Usage(format!("unknown toolchain `{toolchain}`")))?;
-    let t = tc.targets.get(&board.arch).ok_or_else(|| Error::Usage(format!("toolchain `{toolchain}` cannot build arch `{}`", board.arch)))?;
+    let t = reg.toolchain(toolchain)?.target(&board.arch)?;
     let src = gem5.root.join(&bl.source);
     let mut h = Sha256::new();
     for entry in std::fs::read_dir(&src).map_err(Error::io(format!("cannot read the gem5 bootloader source {}", src.display())))? {
@@ -213,7 +209,7 @@ pub fn prepare_boot(
 ) -> Result<PreparedBoot> {
     use crate::rootfs::{busybox, image, init};
     let arch = &reg.arches[&board.arch];
-    let tc = reg.toolchains.get(toolchain).ok_or_else(|| Error::Usage(format!("unknown toolchain `{toolchain}`")))?;
+    let tc = reg.toolchain(toolchain)?;
     // An embedded initramfs (init, busybox) was fixed when the kernel was
     // built; nothing of it can change per boot.
     let embedded = board.kernel.initramfs == crate::descriptor::InitramfsMode::Embedded;

@@ -123,7 +123,7 @@ impl fmt::Display for SkipReason {
             SkipReason::OptionalToolchainMissing { toolchain, packages } => {
                 write!(f, "optional toolchain `{toolchain}` not installed (Debian: {})", packages.join(" "))
             }
-            SkipReason::EmulatorNotInstalled { emulator, hint } => write!(f, "{emulator} not built ({hint})"),
+            SkipReason::EmulatorNotInstalled { emulator, hint } => write!(f, "{emulator} not built: {hint}"),
         }
     }
 }

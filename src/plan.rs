@@ -177,7 +177,7 @@ pub fn plan(reg: &Registry, probe: &dyn Probe) -> Option<Plan> {
             Some(_) => match &board.emulator {
                 Emulator::Gem5(g) if probe.gem5(&g.isa, &g.variant).is_none() => CellState::Skip(SkipReason::EmulatorNotInstalled {
                     emulator: "gem5".into(),
-                    hint: format!("run `kmatrix emulator build gem5 --isa {}` or pass --gem5 <binary>", g.isa),
+                    hint: crate::emulator::gem5_hint(&g.isa),
                 }),
                 _ => CellState::Pending,
             },

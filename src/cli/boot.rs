@@ -82,9 +82,7 @@ pub fn run(ctx: &Ctx, mut a: Args) -> Result<i32> {
     opts.work = crate::preflight::Work::Boot;
     let interactive = !a.check && a.cmds.is_empty();
     let gem5 = match &board.emulator {
-        Emulator::Gem5(g) => Some(ctx.gem5_install(&g.isa, &g.variant).ok_or_else(|| {
-            Error::Infra(format!("gem5 not built: run `kmatrix emulator build gem5 --isa {}` or pass --gem5 <binary>", g.isa))
-        })?),
+        Emulator::Gem5(g) => Some(ctx.gem5_install(&g.isa, &g.variant).ok_or_else(|| crate::emulator::gem5_missing(&g.isa))?),
         Emulator::Qemu(_) => None,
     };
     let manifest = match machine::build(&ctx.cache, &reg, board, &opts, &progress(a.verbose))? {
@@ -171,7 +169,7 @@ pub fn run(ctx: &Ctx, mut a: Args) -> Result<i32> {
         return boot::run_interactive(&cmd);
     }
     let timeout = a.timeout.map(Duration::from_secs).unwrap_or(board.timeout);
-    let no_output = (a.no_output_timeout > 0 && board.emulator.kind() == "qemu").then(|| Duration::from_secs(a.no_output_timeout));
+    let no_output = (a.no_output_timeout > 0 && crate::emulator::silence_is_a_hang(board)).then(|| Duration::from_secs(a.no_output_timeout));
     let r = boot::run(&BootSpec { command: cmd, nonce, timeout, no_output_timeout: no_output, log: run_dir.join("console.log"), echo: a.console, console_file: prepared.console_file.clone(), cmds: a.cmds.len(), log_limit: a.console_log_limit << 20 })?;
 
     for c in &r.cmds {

@@ -1,18 +1,25 @@
-//! `kmatrix cache ls` / `kmatrix cache gc`: what the cache holds, and
+//! `kmatrix cache ls [--format table|json]` / `kmatrix cache gc`: what the cache holds, and
 //! removing old or excess builds.
 
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
+use serde::Serialize;
+
 use crate::cli::list::table;
-use crate::cli::Ctx;
+use crate::cli::{print_json, Ctx, Format};
 use crate::descriptor::load::{parse_duration, parse_memory};
 use crate::error::{exit, Error, Result};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Cmd {
     /// List kernel builds in the cache.
-    Ls,
+    Ls {
+        /// Output format; JSON is an array of builds (name, path,
+        /// size_bytes, age_seconds, build_seconds, cpu_seconds, what).
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
     /// Remove builds (oldest first) older than a duration or beyond a size.
     Gc {
         /// e.g. 30d, 12h, 2w.
@@ -50,6 +57,20 @@ struct Entry {
     build: Option<(f64, f64)>,
 }
 
+/// One build in `cache ls --format json`.
+#[derive(Serialize)]
+struct JsonEntry<'a> {
+    name: &'a str,
+    path: String,
+    size_bytes: u64,
+    /// Since last use (the manifest's modification time).
+    age_seconds: u64,
+    /// `null` for an incomplete build (no manifest).
+    build_seconds: Option<f64>,
+    cpu_seconds: Option<f64>,
+    what: &'a str,
+}
+
 fn entries(ctx: &Ctx) -> Vec<Entry> {
     let builds = ctx.cache.root.join("builds");
     let mut v: Vec<Entry> = std::fs::read_dir(&builds)
@@ -77,7 +98,25 @@ fn entries(ctx: &Ctx) -> Vec<Entry> {
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     match a.cmd {
-        Cmd::Ls => {
+        Cmd::Ls { format: Format::Json } => {
+            let list = entries(ctx);
+            let builds = ctx.cache.root.join("builds");
+            let v: Vec<JsonEntry> = list
+                .iter()
+                .map(|e| JsonEntry {
+                    name: &e.name,
+                    path: builds.join(&e.name).display().to_string(),
+                    size_bytes: e.size,
+                    age_seconds: e.age.as_secs(),
+                    build_seconds: e.build.map(|b| b.0),
+                    cpu_seconds: e.build.map(|b| b.1),
+                    what: &e.what,
+                })
+                .collect();
+            print_json(&v);
+            Ok(exit::OK)
+        }
+        Cmd::Ls { format: Format::Table } => {
             let mut t = table(["build", "size", "age", "build time (CPU)", "kernel"]);
             let mut total = 0;
             for e in entries(ctx) {

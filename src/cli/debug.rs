@@ -74,7 +74,7 @@ pub fn run(ctx: &Ctx, mut a: Args) -> Result<i32> {
         return crate::process::foreground(&gdb).map_err(|e| e.with_package("gdb-multiarch"));
     }
     let gem5 = match &board.emulator {
-        Emulator::Gem5(g) => Some(ctx.gem5_install(&g.isa, &g.variant).ok_or_else(|| Error::Infra(format!("gem5 not built: run `kmatrix emulator build gem5 --isa {}`", g.isa)))?),
+        Emulator::Gem5(g) => Some(ctx.gem5_install(&g.isa, &g.variant).ok_or_else(|| crate::emulator::gem5_missing(&g.isa))?),
         Emulator::Qemu(_) => None,
     };
     let port = debug::free_port()?;

@@ -1,8 +1,10 @@
 //! `kmatrix doctor`: what the selected boards and toolchains need on the
 //! host, what is missing, and the Debian package for each.
 
+use serde::Serialize;
+
 use crate::cli::list::table;
-use crate::cli::{select_board, Ctx};
+use crate::cli::{print_json, select_board, Ctx, Format};
 use crate::descriptor::{Board, Registry, Toolchain};
 use crate::error::{exit, Error, Result};
 use crate::host::{self, Requirement};
@@ -17,6 +19,18 @@ pub struct Args {
     /// Toolchains to check (default: gcc).
     #[arg(long = "toolchain", default_values_t = vec!["gcc".to_string()])]
     pub toolchains: Vec<String>,
+}
+
+/// `doctor`'s own arguments: the selection (shared with `setup`) and the
+/// output format.
+#[derive(Debug, clap::Args)]
+pub struct DoctorArgs {
+    #[command(flatten)]
+    pub sel: Args,
+    /// Output format; JSON is one object whose `requirements` each have
+    /// what, package, needed_by and satisfied.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
 }
 
 pub fn selection<'r>(reg: &'r Registry, arch: Option<&str>, board: Option<&str>, tcs: &[String]) -> Result<(Vec<&'r Board>, Vec<&'r Toolchain>)> {
@@ -35,27 +49,53 @@ pub fn missing(reqs: &[Requirement]) -> Vec<&Requirement> {
 /// Debian packages gem5's scons build needs (gem5's building docs).
 const GEM5_BUILD_DEPS: &str = "g++ scons m4 python3-dev zlib1g-dev libprotobuf-dev protobuf-compiler libgoogle-perftools-dev libboost-all-dev pkg-config";
 
-pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
+#[derive(Serialize)]
+struct Item<'a> {
+    what: &'a str,
+    package: &'a str,
+    needed_by: &'a str,
+    satisfied: bool,
+}
+
+#[derive(Serialize)]
+struct KernelSource {
+    /// The system's kernel source tarball, when there is one.
+    path: Option<String>,
+    package: &'static str,
+    satisfied: bool,
+}
+
+#[derive(Serialize)]
+struct Gem5 {
+    isa: String,
+    /// Built (or given with --gem5); without it the ISA's boards skip.
+    built: bool,
+    binary: Option<String>,
+    version: Option<String>,
+}
+
+/// What `doctor` found; `--format json` prints it as it is.
+#[derive(Serialize)]
+struct Report<'a> {
+    requirements: Vec<Item<'a>>,
+    kernel_source: KernelSource,
+    ccache: bool,
+    gem5: Vec<Gem5>,
+    /// Debian packages to install (`kmatrix setup` does), sorted.
+    missing_packages: Vec<String>,
+    /// Nothing is missing (exit status 0; otherwise the infra error status).
+    ok: bool,
+}
+
+const KERNEL_SOURCE_PACKAGE: &str = "linux-source-6.1";
+
+pub fn run(ctx: &Ctx, a: DoctorArgs) -> Result<i32> {
     let reg = ctx.registry()?;
-    let (boards, tcs) = selection(&reg, a.arch.as_deref(), a.board.as_deref(), &a.toolchains)?;
+    let (boards, tcs) = selection(&reg, a.sel.arch.as_deref(), a.sel.board.as_deref(), &a.sel.toolchains)?;
     let reqs = host::requirements(&reg, &boards, &tcs, true);
-    let mut t = table(["", "needs", "Debian package", "for"]);
-    let mut miss = Vec::new();
-    for r in &reqs {
-        let ok = r.satisfied();
-        if !ok {
-            miss.push(r.package.clone());
-        }
-        t.add_row([if ok { "ok" } else { "MISSING" }.to_string(), r.what.clone(), r.package.clone(), r.needed_by.clone()]);
-    }
-    println!("{t}");
-    if let Ok(src) = crate::source::system_tarball() {
-        println!("kernel source: {}", src.display());
-    } else {
-        println!("kernel source: MISSING (Debian package linux-source-6.1, or pass --source/--source-url)");
-        miss.push("linux-source-6.1".into());
-    }
-    println!("ccache: {}", if host::which("ccache").is_some() { "yes" } else { "no (optional; Debian package ccache makes rebuilds fast)" });
+    let requirements: Vec<Item> = reqs.iter().map(|r| Item { what: &r.what, package: &r.package, needed_by: &r.needed_by, satisfied: r.satisfied() }).collect();
+    let source = crate::source::system_tarball().ok();
+    let kernel_source = KernelSource { satisfied: source.is_some(), path: source.map(|p| p.display().to_string()), package: KERNEL_SOURCE_PACKAGE };
     // gem5 is built from source, not installed: not a missing package, but
     // its boards skip until it is there.
     let mut isas: Vec<&str> = boards
@@ -67,21 +107,50 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         .collect();
     isas.sort();
     isas.dedup();
-    for isa in isas {
-        match ctx.gem5_install(isa, "opt") {
-            Some(g) => println!("gem5 {isa}: {} ({})", g.binary.display(), g.version.as_deref().unwrap_or("version unknown")),
+    let gem5 = isas
+        .into_iter()
+        .map(|isa| {
+            let g = ctx.gem5_install(isa, "opt");
+            Gem5 { isa: isa.to_string(), built: g.is_some(), binary: g.as_ref().map(|g| g.binary.display().to_string()), version: g.and_then(|g| g.version) }
+        })
+        .collect();
+    let mut missing_packages: Vec<String> = requirements.iter().filter(|r| !r.satisfied).map(|r| r.package.to_string()).collect();
+    if !kernel_source.satisfied {
+        missing_packages.push(KERNEL_SOURCE_PACKAGE.into());
+    }
+    missing_packages.sort();
+    missing_packages.dedup();
+    let report = Report { ok: missing_packages.is_empty(), requirements, kernel_source, ccache: host::which("ccache").is_some(), gem5, missing_packages };
+    match a.format {
+        Format::Json => print_json(&report),
+        Format::Table => print_table(&report),
+    }
+    Ok(if report.ok { exit::OK } else { exit::INFRA })
+}
+
+fn print_table(r: &Report) {
+    let mut t = table(["", "needs", "Debian package", "for"]);
+    for i in &r.requirements {
+        t.add_row([if i.satisfied { "ok" } else { "MISSING" }, i.what, i.package, i.needed_by]);
+    }
+    println!("{t}");
+    match &r.kernel_source.path {
+        Some(p) => println!("kernel source: {p}"),
+        None => println!("kernel source: MISSING (Debian package {KERNEL_SOURCE_PACKAGE}, or pass --source/--source-url)"),
+    }
+    println!("ccache: {}", if r.ccache { "yes" } else { "no (optional; Debian package ccache makes rebuilds fast)" });
+    for g in &r.gem5 {
+        let isa = &g.isa;
+        match &g.binary {
+            Some(b) => println!("gem5 {isa}: {b} ({})", g.version.as_deref().unwrap_or("version unknown")),
             None => println!(
                 "gem5 {isa}: not built; its boards skip (`kmatrix emulator build gem5 --isa {isa} --source <gem5 tree>`; build deps: {GEM5_BUILD_DEPS})"
             ),
         }
     }
-    miss.sort();
-    miss.dedup();
-    if miss.is_empty() {
+    if r.ok {
         println!("everything needed is installed");
-        Ok(exit::OK)
     } else {
-        println!("missing packages: {}\nrun `kmatrix setup` to install them", miss.join(" "));
-        Ok(exit::INFRA)
+        println!("missing packages: {}\nrun `kmatrix setup` to install them", r.missing_packages.join(" "));
     }
 }

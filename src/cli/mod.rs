@@ -5,6 +5,7 @@ mod boot;
 mod build;
 mod cache;
 mod check;
+mod completions;
 mod debug;
 mod emulator;
 mod doctor;
@@ -54,7 +55,7 @@ pub enum Cmd {
     /// Expand matrix.toml into cells.
     Plan(plan::Args),
     /// What the host needs for the selected boards, and what is missing.
-    Doctor(doctor::Args),
+    Doctor(doctor::DoctorArgs),
     /// Install what `doctor` finds missing (apt-get).
     Setup(setup::Args),
     /// Build a machine's kernel without booting it.
@@ -73,6 +74,8 @@ pub enum Cmd {
     Module(module::Args),
     /// Build gem5 from source and record it for the gem5 boards.
     Emulator(emulator::Args),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(completions::Args),
 }
 
 /// Shared state of one invocation.
@@ -121,6 +124,15 @@ pub fn select_board<'r>(reg: &'r Registry, arch: Option<&str>, board: Option<&st
 }
 
 pub fn main() -> i32 {
+    // Rust starts programs with SIGPIPE ignored, so a write to a closed pipe
+    // (`kmatrix list | head -1`) fails with EPIPE and println! panics. Take
+    // the default action instead, like other Unix tools: the process ends
+    // quietly. Children are unaffected (std resets SIGPIPE for them anyway),
+    // and the watchdog still stops emulators if kmatrix dies this way.
+    // SAFETY: called first thing, before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     // Install the SIGINT/SIGTERM flag before any child starts.
     crate::process::interrupted();
@@ -144,6 +156,7 @@ pub fn main() -> i32 {
         Cmd::Debug(a) => debug::run(&ctx, a),
         Cmd::Module(a) => module::run(&ctx, a),
         Cmd::Emulator(a) => emulator::run(&ctx, a),
+        Cmd::Completions(a) => completions::run(a),
     };
     match result {
         Ok(code) => code,
@@ -162,3 +175,31 @@ fn report(e: &Error) -> i32 {
 }
 
 pub(crate) const OK: i32 = exit::OK;
+
+/// Whether to colour what goes to a stream: only on a terminal, and never
+/// when `NO_COLOR` is set to a non-empty value (<https://no-color.org>).
+/// Every coloured output decides through this.
+pub fn colour(stream_is_tty: bool) -> bool {
+    colour_with(stream_is_tty, std::env::var_os("NO_COLOR").as_deref())
+}
+
+/// [`colour`] with the value of `NO_COLOR` given.
+pub fn colour_with(stream_is_tty: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    stream_is_tty && no_color.is_none_or(|v| v.is_empty())
+}
+
+/// `--format` of the commands that print a table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Human-readable table (text).
+    #[default]
+    #[value(alias = "text")]
+    Table,
+    /// One JSON document on stdout (an object or an array), snake_case keys.
+    Json,
+}
+
+/// Prints `v` as one pretty JSON document on stdout.
+pub fn print_json<T: serde::Serialize + ?Sized>(v: &T) {
+    println!("{}", serde_json::to_string_pretty(v).expect("serialises to JSON"));
+}

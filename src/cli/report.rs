@@ -44,7 +44,7 @@ pub fn run(_ctx: &Ctx, a: Args) -> Result<i32> {
     }
     let layout = report::Layout { rows: a.rows, cols: a.cols };
     match a.format {
-        Format::Table => println!("{}", report::table(&r, std::io::IsTerminal::is_terminal(&std::io::stdout()), &layout)),
+        Format::Table => println!("{}", report::table(&r, crate::cli::colour(std::io::IsTerminal::is_terminal(&std::io::stdout())), &layout)),
         Format::Markdown => print!("{}", report::markdown(&r, &layout)),
         Format::Json => println!("{}", serde_json::to_string_pretty(&r).expect("serialises")),
         Format::Junit => println!("{}", report::junit(&r)),

@@ -1,12 +1,14 @@
 //! `kmatrix show`: the resolved build recipe, the emulator argv and the gdb
 //! setup for one machine, exactly as kmatrix would run them.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::cli::{select_board, Ctx, OK};
+use crate::cli::{print_json, select_board, Ctx, Format, OK};
 use crate::command::CommandSpec;
+use crate::descriptor::{Arch, Board};
 use crate::descriptor::diag::suggest;
 use crate::emulator::{self, BootInputs};
 use crate::error::{Error, Result};
@@ -34,27 +36,112 @@ pub struct Args {
     initrd: Option<PathBuf>,
     #[arg(long, value_name = "PATH")]
     dtb: Option<PathBuf>,
-    #[arg(long, value_enum, default_value = "text")]
+    /// Output format (`text` is an alias of `table`); JSON is one object
+    /// with every command as an argv array.
+    #[arg(long, value_enum, default_value_t)]
     format: Format,
 }
 
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum Format {
-    Text,
-    Json,
-}
-
-#[derive(Serialize)]
 struct Shown {
-    board: String,
-    arch: String,
     toolchain: String,
     recipe: recipe::Recipe,
-    fragments: Vec<String>,
     image: String,
     dtb: Option<String>,
     emulator: CommandSpec,
     gdb: Vec<String>,
+}
+
+/// A command in `--format json`: the argv as it is executed, the variables
+/// set on top of the inherited environment, and the working directory.
+#[derive(Serialize)]
+struct JsonCommand {
+    argv: Vec<String>,
+    env: BTreeMap<String, String>,
+    cwd: Option<String>,
+}
+
+impl From<&CommandSpec> for JsonCommand {
+    fn from(c: &CommandSpec) -> Self {
+        JsonCommand {
+            argv: std::iter::once(c.program.clone()).chain(c.args.iter().cloned()).collect(),
+            env: c.env.iter().cloned().collect(),
+            cwd: c.cwd.as_ref().map(|d| d.display().to_string()),
+        }
+    }
+}
+
+/// `kmatrix show --format json`.
+#[derive(Serialize)]
+struct Json<'a> {
+    board: JsonBoard<'a>,
+    arch: JsonArch<'a>,
+    toolchain: &'a str,
+    recipe: JsonRecipe,
+    artefacts: JsonArtefacts,
+    emulator: JsonEmulator,
+    gdb: JsonGdb<'a>,
+}
+
+#[derive(Serialize)]
+struct JsonBoard<'a> {
+    id: &'a str,
+    description: &'a str,
+    origin: &'a str,
+}
+
+#[derive(Serialize)]
+struct JsonArch<'a> {
+    id: &'a str,
+    kernel_arch: &'a str,
+    triple: &'a str,
+    endian: &'a str,
+    pointer_width: u8,
+}
+
+/// The steps in order: copy `base_file` (when set) to `<build>/.config`,
+/// run `configure[0]`, write `fragments` (later ones win), run the rest of
+/// `configure`, check every requested symbol is in `.config`, run `build`.
+#[derive(Serialize)]
+struct JsonRecipe {
+    source: String,
+    build_dir: String,
+    make_vars: BTreeMap<String, String>,
+    base_file: Option<String>,
+    configure: Vec<JsonCommand>,
+    fragments: Vec<JsonFragment>,
+    build: JsonCommand,
+    targets: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct JsonFragment {
+    name: String,
+    file: String,
+    symbols: usize,
+    origin: String,
+}
+
+#[derive(Serialize)]
+struct JsonArtefacts {
+    image: String,
+    dtb: Option<String>,
+    vmlinux: String,
+    system_map: String,
+    config: String,
+}
+
+#[derive(Serialize)]
+struct JsonEmulator {
+    kind: &'static str,
+    poweroff: &'static str,
+    #[serde(flatten)]
+    command: JsonCommand,
+}
+
+#[derive(Serialize)]
+struct JsonGdb<'a> {
+    program: &'static str,
+    commands: &'a [String],
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
@@ -107,10 +194,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         .map(|c| if c.starts_with("target remote ") { format!("target remote 127.0.0.1:{port_word}") } else { c })
         .collect();
     let shown = Shown {
-        board: board.id.clone(),
-        arch: arch.id.clone(),
         toolchain: tc.id.clone(),
-        fragments: inputs.fragments.iter().map(|f| f.name.clone()).collect(),
         image: image.display().to_string(),
         dtb: dtb.map(|d| d.display().to_string()),
         recipe: r,
@@ -118,13 +202,40 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         gdb: gdb_cmds,
     };
     match a.format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&shown).expect("serialises")),
-        Format::Text => print_text(&shown, board, arch, &inputs),
+        Format::Json => print_json(&json(&shown, board, arch, &inputs, &paths)),
+        Format::Table => print_text(&shown, board, arch, &inputs),
     }
     Ok(OK)
 }
 
-fn print_text(s: &Shown, board: &crate::descriptor::Board, arch: &crate::descriptor::Arch, inputs: &recipe::ConfigInputs) {
+fn json<'a>(s: &'a Shown, board: &'a Board, arch: &'a Arch, inputs: &recipe::ConfigInputs, paths: &Paths) -> Json<'a> {
+    let at = |p: &str| paths.build.join(p).display().to_string();
+    Json {
+        board: JsonBoard { id: &board.id, description: &board.description, origin: &board.origin },
+        arch: JsonArch { id: &arch.id, kernel_arch: &arch.kernel_arch, triple: &arch.triple, endian: arch.endian.as_str(), pointer_width: arch.pointer_width },
+        toolchain: &s.toolchain,
+        recipe: JsonRecipe {
+            source: paths.source.display().to_string(),
+            build_dir: paths.build.display().to_string(),
+            make_vars: s.recipe.make_vars.iter().cloned().collect(),
+            base_file: s.recipe.base_file.as_ref().map(|f| f.display().to_string()),
+            configure: s.recipe.configure.iter().map(JsonCommand::from).collect(),
+            fragments: inputs
+                .fragments
+                .iter()
+                .enumerate()
+                .map(|(i, f)| JsonFragment { name: f.name.clone(), file: paths.fragment_file(i, f).display().to_string(), symbols: f.entries.len(), origin: f.origin.clone() })
+                .collect(),
+            build: (&s.recipe.build).into(),
+            targets: s.recipe.targets.clone(),
+        },
+        artefacts: JsonArtefacts { image: s.image.clone(), dtb: s.dtb.clone(), vmlinux: at("vmlinux"), system_map: at("System.map"), config: at(".config") },
+        emulator: JsonEmulator { kind: board.emulator.kind(), poweroff: board.poweroff.as_str(), command: (&s.emulator).into() },
+        gdb: JsonGdb { program: "gdb-multiarch", commands: &s.gdb },
+    }
+}
+
+fn print_text(s: &Shown, board: &Board, arch: &Arch, inputs: &recipe::ConfigInputs) {
     println!("board      {}  {}  ({})", board.id, board.description, board.origin);
     println!("arch       {}  ARCH={}  triple {} ({}-endian, {}-bit)", arch.id, arch.kernel_arch, arch.triple, arch.endian.as_str(), arch.pointer_width);
     let vars: Vec<String> = s.recipe.make_vars.iter().filter(|(k, _)| k != "ARCH").map(|(k, v)| format!("{k}={v}")).collect();

@@ -92,7 +92,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     results.cells.sort_by(|a, b| (&a.board, &a.toolchain, &a.kernel, &a.config).cmp(&(&b.board, &b.toolchain, &b.kernel, &b.config)));
     results.save(&dir)?;
     run_result?;
-    println!("{}", report::table(&results, std::io::IsTerminal::is_terminal(&std::io::stdout()), &report::Layout::default()));
+    println!("{}", report::table(&results, crate::cli::colour(std::io::IsTerminal::is_terminal(&std::io::stdout())), &report::Layout::default()));
     println!("results: {} ({:.0}s)", dir.display(), start.elapsed().as_secs_f64());
     Ok(results.exit_code())
 }

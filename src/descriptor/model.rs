@@ -224,6 +224,13 @@ pub struct Toolchain {
     pub targets: BTreeMap<String, ToolchainTarget>,
 }
 
+impl Toolchain {
+    /// This toolchain's target for an arch, or the typed error.
+    pub fn target(&self, arch: &str) -> Result<&ToolchainTarget, crate::error::Error> {
+        self.targets.get(arch).ok_or_else(|| crate::error::Error::ToolchainCannotBuild { toolchain: self.id.clone(), arch: arch.to_string() })
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct ToolchainTarget {
     pub cross_compile: Option<String>,
@@ -332,6 +339,14 @@ pub struct Registry {
 }
 
 impl Registry {
+    /// A toolchain by id, or the typed error with the closest name.
+    pub fn toolchain(&self, name: &str) -> Result<&Toolchain, crate::error::Error> {
+        self.toolchains.get(name).ok_or_else(|| crate::error::Error::UnknownToolchain {
+            name: name.to_string(),
+            suggestion: super::diag::suggest(name, "toolchains", self.toolchains.keys().map(String::as_str)),
+        })
+    }
+
     /// An arch by id or alias.
     pub fn arch(&self, name: &str) -> Option<&Arch> {
         self.arches.get(name).or_else(|| self.arches.values().find(|a| a.aliases.iter().any(|x| x == name)))

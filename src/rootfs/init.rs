@@ -19,7 +19,7 @@ fn tmp_suffix() -> String {
 
 /// Returns the path of a static init for this arch, building it if needed.
 pub fn build(cache: &Cache, arch: &Arch, tc: &Toolchain) -> Result<PathBuf> {
-    let t = tc.targets.get(&arch.id).ok_or_else(|| Error::Usage(format!("toolchain `{}` cannot build arch `{}`", tc.id, arch.id)))?;
+    let t = tc.target(&arch.id)?;
     let cc = host::which(&t.cc).ok_or_else(|| Error::MissingTool { tool: t.cc.clone(), package: t.packages.first().cloned() })?;
     let identity = crate::build::tool_version(&cc, &tc.version_args);
     let key = hex::encode(Sha256::digest(format!("{INIT_C}\0{}\0{identity}\0{}", cc.display(), t.cflags.join(" ")).as_bytes()));

@@ -173,13 +173,11 @@ fn worker(
     let _ = tx.send(Event::BuildStarted { build: unit.id.clone(), arch: arch.id.clone(), toolchain: tc.id.clone(), cells: cells.len() });
     // A build unit with an embedded initramfs only serves boards that want
     // one (the plan keys builds by that), so the first board decides.
-    let mut inputs = unit.inputs.clone();
-    crate::machine::embed_initramfs(cache, arch, tc, board, &mut inputs)?;
     let req = Request {
         arch,
         board,
         toolchain: tc,
-        inputs,
+        inputs: unit.inputs.clone(),
         source,
         allow_config_mismatch: false,
         extra_targets: unit.targets.clone(),
@@ -268,7 +266,7 @@ fn boot_cell(
 ) -> Result<(boot::BootResult, String)> {
     let board = &reg.boards[&c.board];
     let gem5 = match &board.emulator {
-        Emulator::Gem5(g) => Some(gem5(&g.isa, &g.variant).ok_or_else(|| Error::Infra("gem5 not built".into()))?),
+        Emulator::Gem5(g) => Some(gem5(&g.isa, &g.variant).ok_or_else(|| crate::emulator::gem5_missing(&g.isa))?),
         Emulator::Qemu(_) => None,
     };
     // A manifest built for another board of the same arch may lack this
@@ -288,7 +286,7 @@ fn boot_cell(
         command: prepared.command,
         nonce: prepared.nonce,
         timeout: Duration::from_secs(c.timeout_secs),
-        no_output_timeout: if board.emulator.kind() == "qemu" { opts.no_output_timeout } else { None },
+        no_output_timeout: opts.no_output_timeout.filter(|_| crate::emulator::silence_is_a_hang(board)),
         log: opts.dir.join(&rel),
         echo: false,
         console_file: prepared.console_file,
