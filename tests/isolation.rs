@@ -164,6 +164,34 @@ fn kill9_during_a_boot_leaves_nothing_and_resume_completes() {
 }
 
 #[test]
+fn sigterm_during_make_stops_the_build_cleanly_and_exits_130() {
+    let p = FakeProject::new();
+    p.write_matrix(&matrix_with(&p, &["fake-pc"], "CONFIG_FAKE_BUILD_SECONDS=30"));
+    let res = p.path().join("results");
+    let child = p.spawn(&["sweep", "--results-dir", res.to_str().unwrap()]);
+    let pid = child.id() as i32;
+    wait_for("make", Duration::from_secs(60), || !p.build_lines().is_empty());
+    let mut seen = BTreeMap::new();
+    for _ in 0..10 {
+        seen.extend(descendants(pid));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let t = Instant::now();
+    // SAFETY: signalling our own child.
+    unsafe { libc_kill(pid, 15) };
+    let out = child.wait_with_output().unwrap();
+    eprintln!("SIGTERM: kmatrix exited after {:.2}s\n{}", t.elapsed().as_secs_f64(), stderr(&out));
+    assert_eq!(out.status.code(), Some(130));
+    assert!(t.elapsed() < Duration::from_secs(5), "the build was not stopped promptly");
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(survivors(&seen).is_empty(), "{:#?}", survivors(&seen));
+    let r = results(&res);
+    assert_eq!(r["interrupted"], true);
+    assert_eq!(r["complete"], false);
+    assert!(r["cells"].as_array().unwrap().is_empty(), "an interrupted build is no result: {r}");
+}
+
+#[test]
 fn a_gigabyte_console_flood_keeps_memory_flat_and_is_a_timeout() {
     let p = FakeProject::new();
     p.add_board("fake-flood", &["fake.boot=flood"]);
