@@ -9,11 +9,13 @@
 //! - normal paths stop their groups, and dropping a [`Group`] kills it;
 //! - SIGINT/SIGTERM set [`interrupted`], which every wait loop checks;
 //! - for SIGKILL, which no handler sees, a *watchdog* process forked at
-//!   start-up ([`start_watchdog`]) holds the read end of a pipe. Each child
-//!   writes its group id into that pipe before it execs (so there is no
-//!   window where a group exists unregistered). When kmatrix dies, the
-//!   kernel closes the write end, the watchdog reads EOF, and it stops every
-//!   group still registered. `PR_SET_PDEATHSIG` alone would stop only the
+//!   start-up ([`start_watchdog`]) holds one end of a socket pair. Each
+//!   child sends its group id to it before it execs (so there is no window
+//!   where a group exists unregistered). When kmatrix dies, the kernel
+//!   closes kmatrix's end, the watchdog reads EOF, and it stops every group
+//!   still registered. (A `SOCK_SEQPACKET` pair rather than a pipe: each
+//!   message arrives whole, and `MSG_NOSIGNAL` means a dead watchdog can
+//!   never SIGPIPE kmatrix.) `PR_SET_PDEATHSIG` alone would stop only the
 //!   direct child (make), leaving its compilers running.
 
 use std::io::Read;
@@ -42,7 +44,8 @@ pub fn is_interrupted() -> bool {
     interrupted().load(Ordering::Relaxed)
 }
 
-/// Write end of the watchdog's pipe (-1: no watchdog, e.g. in unit tests).
+/// kmatrix's end of the watchdog's socket pair (-1: no watchdog, e.g. in
+/// unit tests).
 static WATCHDOG: AtomicI32 = AtomicI32::new(-1);
 
 /// How long the watchdog waits after SIGTERM before SIGKILL: short enough
@@ -59,7 +62,7 @@ pub fn start_watchdog() {
     // SAFETY: plain syscalls; the child branch below only makes
     // async-signal-safe calls and never returns.
     unsafe {
-        if libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) != 0 {
+        if libc::socketpair(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr()) != 0 {
             return;
         }
         let pid = libc::fork();
@@ -212,8 +215,9 @@ fn tell_watchdog(op: u8, id: i32) {
     }
     let mut buf = [0u8; 16];
     let n = format_entry(&mut buf, op, id);
-    // SAFETY: a write of < PIPE_BUF bytes to our own pipe (atomic).
-    unsafe { libc::write(fd, buf.as_ptr().cast(), n) };
+    // SAFETY: one small message on our own socket; MSG_NOSIGNAL: no
+    // SIGPIPE if the watchdog is gone.
+    unsafe { libc::send(fd, buf.as_ptr().cast(), n, libc::MSG_NOSIGNAL) };
 }
 
 /// How a child relates to kmatrix's terminal.
