@@ -310,6 +310,33 @@ pub fn prepare_boot(
     Ok(PreparedBoot { command: crate::emulator::command(board, &inputs), nonce, run_dir: run_dir.to_path_buf(), console_file })
 }
 
+/// The `--checkpoint`/`--restore` directories, absolute (gem5 wants them
+/// so). A checkpoint directory gets `kmatrix.json` naming the board and
+/// kernel that take it; a restore is refused unless that stamp matches and
+/// a `cpt.*` is there, so it never runs on another kernel.
+pub fn checkpoint_dirs(board: &Board, manifest: &build::Manifest, checkpoint: Option<&std::path::Path>, restore: Option<&std::path::Path>) -> Result<(Option<PathBuf>, Option<PathBuf>)> {
+    let absolute = |p: &std::path::Path| std::path::absolute(p).map_err(Error::io(format!("bad path {}", p.display())));
+    let checkpoint = checkpoint.map(absolute).transpose()?;
+    let restore = restore.map(absolute).transpose()?;
+    let stamp = serde_json::json!({ "board": board.id, "kernel": manifest.dir });
+    if let Some(dir) = &checkpoint {
+        std::fs::create_dir_all(dir).map_err(Error::io(format!("cannot create {}", dir.display())))?;
+        crate::cache::write_atomic(&dir.join("kmatrix.json"), stamp.to_string().as_bytes())?;
+    }
+    if let Some(dir) = &restore {
+        let text = std::fs::read_to_string(dir.join("kmatrix.json")).map_err(Error::io(format!("{} is not a kmatrix checkpoint (no kmatrix.json)", dir.display())))?;
+        let taken: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Usage(format!("{}/kmatrix.json: {e}", dir.display())))?;
+        if taken != stamp {
+            return Err(Error::Usage(format!("the checkpoint in {} was taken by {} (kernel {}), not by this board and kernel", dir.display(), taken["board"], taken["kernel"])));
+        }
+        let has_cpt = std::fs::read_dir(dir).map_err(Error::io(format!("cannot read {}", dir.display())))?.flatten().any(|e| e.file_name().to_string_lossy().starts_with("cpt."));
+        if !has_cpt {
+            return Err(Error::Usage(format!("no checkpoint (cpt.*) in {}: the boot that should have taken it did not reach its marker", dir.display())));
+        }
+    }
+    Ok((checkpoint, restore))
+}
+
 /// A unique run directory name.
 pub fn stamp() -> String {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();

@@ -10,7 +10,7 @@ use crate::build::BuildOutcome;
 use crate::cli::build::{progress, report_failure, say, BuildArgs};
 use crate::cli::{select_board, Ctx};
 use crate::descriptor::Emulator;
-use crate::error::{exit, Error, Result};
+use crate::error::{exit, Result};
 use crate::machine;
 
 #[derive(Debug, clap::Args)]
@@ -96,27 +96,7 @@ pub fn run(ctx: &Ctx, mut a: Args) -> Result<i32> {
     };
 
     let run_dir = ctx.cache.dir("runs")?.join(format!("{}-{}", machine::stamp(), board.id));
-    // gem5 wants absolute checkpoint directories; kmatrix.json in one says
-    // which kernel took it, so a restore never runs on another kernel.
-    let absolute = |p: &PathBuf| std::path::absolute(p).map_err(Error::io(format!("bad path {}", p.display())));
-    let checkpoint = a.checkpoint.as_ref().map(absolute).transpose()?;
-    let restore = a.restore.as_ref().map(absolute).transpose()?;
-    let stamp = serde_json::json!({ "board": board.id, "kernel": manifest.dir });
-    if let Some(dir) = &checkpoint {
-        std::fs::create_dir_all(dir).map_err(Error::io(format!("cannot create {}", dir.display())))?;
-        crate::cache::write_atomic(&dir.join("kmatrix.json"), stamp.to_string().as_bytes())?;
-    }
-    if let Some(dir) = &restore {
-        let text = std::fs::read_to_string(dir.join("kmatrix.json")).map_err(Error::io(format!("{} is not a kmatrix checkpoint (no kmatrix.json)", dir.display())))?;
-        let taken: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Usage(format!("{}/kmatrix.json: {e}", dir.display())))?;
-        if taken != stamp {
-            return Err(Error::Usage(format!("the checkpoint in {} was taken by {} (kernel {}), not by this board and kernel", dir.display(), taken["board"], taken["kernel"])));
-        }
-        let has_cpt = std::fs::read_dir(dir).map_err(Error::io(format!("cannot read {}", dir.display())))?.flatten().any(|e| e.file_name().to_string_lossy().starts_with("cpt."));
-        if !has_cpt {
-            return Err(Error::Usage(format!("no checkpoint (cpt.*) in {}: the boot that should have taken it did not reach its marker", dir.display())));
-        }
-    }
+    let (checkpoint, restore) = machine::checkpoint_dirs(board, &manifest, a.checkpoint.as_deref(), a.restore.as_deref())?;
     let gdb_port = if a.gdb { Some(crate::debug::free_port()?) } else { None };
     let mut append = a.append.clone();
     if a.gdb {
@@ -172,8 +152,15 @@ pub fn run(ctx: &Ctx, mut a: Args) -> Result<i32> {
     let no_output = (a.no_output_timeout > 0 && crate::emulator::silence_is_a_hang(board)).then(|| Duration::from_secs(a.no_output_timeout));
     let r = boot::run(&BootSpec { command: cmd, nonce, timeout, no_output_timeout: no_output, log: run_dir.join("console.log"), echo: a.console, console_file: prepared.console_file.clone(), cmds: a.cmds.len(), log_limit: a.console_log_limit << 20 })?;
 
+    print_result(&r, &a.cmds, &board.id);
+    Ok(if r.outcome.passed() { exit::OK } else { exit::KERNEL_FAILURE })
+}
+
+
+/// The guest commands' output, the verdict line, warnings and the log path.
+fn print_result(r: &boot::BootResult, cmds: &[String], board: &str) {
     for c in &r.cmds {
-        let cmd = a.cmds.get(c.index).map(String::as_str).unwrap_or("?");
+        let cmd = cmds.get(c.index).map(String::as_str).unwrap_or("?");
         println!("$ {cmd}");
         print!("{}", c.output);
         if !c.output.is_empty() && !c.output.ends_with('\n') {
@@ -187,11 +174,9 @@ pub fn run(ctx: &Ctx, mut a: Args) -> Result<i32> {
         None => name,
     };
     let marker = r.boot_to_marker.map(|d| format!("boot to marker {:.2}s, ", d.as_secs_f64())).unwrap_or_default();
-    println!("{verdict}  {} ({}{}total {:.2}s)", board.id, r.uname.as_deref().map(|u| format!("{u}; ")).unwrap_or_default(), marker, r.total.as_secs_f64());
+    println!("{verdict}  {} ({}{}total {:.2}s)", board, r.uname.as_deref().map(|u| format!("{u}; ")).unwrap_or_default(), marker, r.total.as_secs_f64());
     for w in &r.warnings {
         println!("  warning: {w}");
     }
     println!("console log: {}", r.log.display());
-    Ok(if r.outcome.passed() { exit::OK } else { exit::KERNEL_FAILURE })
 }
-
