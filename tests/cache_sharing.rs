@@ -5,6 +5,12 @@
 //! sweep, which waited for the entry, continues the build in the same tree
 //! and passes; the first, resumed, reuses that build. The fast tier
 //! (tests/isolation.rs) covers each case on its own with fakes.
+//!
+//! The kernel must be one no earlier run built. On a cold cache (CI) that is
+//! the shared arm debug kernel itself, which the later real tests then
+//! reuse, so this costs no extra build there (cargo runs test binaries in
+//! name order, and this one comes first); on a warm cache it is arm
+//! tinyconfig with a LOCALVERSION unique to the run, removed afterwards.
 
 mod common;
 
@@ -53,9 +59,6 @@ fn sweep(project: &Path, args: &[&str]) -> Command {
     c.current_dir(project)
         .env("KMATRIX_CACHE_DIR", common::cache())
         .env("CI", "1")
-        // This kernel's tree differs from the shared one only by its
-        // LOCALVERSION: let ccache reuse objects across build directories.
-        .env("CCACHE_NOHASHDIR", "1")
         .arg("sweep")
         .args(args)
         .stdin(Stdio::null())
@@ -73,14 +76,17 @@ fn results(dir: &Path) -> Value {
 fn two_real_sweeps_share_a_build_and_a_kill9_mid_make_leaves_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path();
-    // A kernel no earlier run built: the shared arm debug config plus a
-    // LOCALVERSION unique to this run.
+    // A kernel no earlier run built (see the module doc).
     let tag = format!("-kmx{}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() % 1_000_000_000);
+    let shared_is_built = std::fs::read_dir(common::cache().join("builds")).into_iter().flatten().flatten().any(|e| {
+        e.path().join("manifest.json").is_file()
+            && std::fs::read_to_string(e.path().join(".config")).is_ok_and(|c| c.contains("CONFIG_ARM=y") && c.contains("CONFIG_GDB_SCRIPTS=y") && !c.contains("-kmx"))
+    });
+    let config = if shared_is_built { format!("config = '''\nCONFIG_LOCALVERSION=\"{tag}\"\n'''") } else { "profile = \"debug\"".to_string() };
+    eprintln!("kernel: {}", if shared_is_built { "arm tinyconfig with a unique LOCALVERSION (the shared one is built)" } else { "the shared arm debug kernel (cold cache)" });
     std::fs::write(
         p.join("matrix.toml"),
-        format!(
-            "boards = [\"qemu-arm-versatilepb\"]\ntoolchains = [\"gcc\"]\nkernels = [\"k\"]\nconfigs = [\"fresh\"]\n[kernel.k]\nversion = \"6.1\"\n[config.fresh]\nprofile = \"debug\"\nconfig = '''\nCONFIG_LOCALVERSION=\"{tag}\"\n'''\n"
-        ),
+        format!("boards = [\"qemu-arm-versatilepb\"]\ntoolchains = [\"gcc\"]\nkernels = [\"k\"]\nconfigs = [\"fresh\"]\n[kernel.k]\nversion = \"6.1\"\n[config.fresh]\n{config}\n"),
     )
     .unwrap();
     let (ra, rb) = (p.join("a"), p.join("b"));
@@ -141,7 +147,7 @@ fn two_real_sweeps_share_a_build_and_a_kill9_mid_make_leaves_nothing() {
     assert_eq!(ra_json["cells"][0]["verdict"], "pass");
     assert_eq!(ra_json["cells"][0]["build_reused"], true);
 
-    // This kernel serves no other test: drop its tree from the shared cache.
+    // A LOCALVERSION kernel serves no other test: drop its tree.
     for e in std::fs::read_dir(common::cache().join("builds")).unwrap().flatten() {
         if std::fs::read_to_string(e.path().join(".config")).is_ok_and(|c| c.contains(&tag)) {
             let _ = std::fs::remove_dir_all(e.path());
