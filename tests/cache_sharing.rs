@@ -13,6 +13,7 @@
 //! tinyconfig with a LOCALVERSION unique to the run, removed afterwards.
 
 mod common;
+use common::procs::{cmdline, descendants, survivors};
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -21,38 +22,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-fn stat(pid: i32) -> Option<(i32, char, u64)> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let (_, rest) = s.rsplit_once(") ")?;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    Some((f[1].parse().ok()?, f[0].chars().next()?, f[19].parse().ok()?))
-}
 
-fn cmdline(pid: i32) -> String {
-    std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default().replace('\0', " ")
-}
 
-fn descendants(root: i32) -> BTreeMap<i32, u64> {
-    let mut all = BTreeMap::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        if let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok())
-            && let Some((ppid, state, start)) = stat(pid)
-            && state != 'Z'
-        {
-            all.insert(pid, (ppid, start));
-        }
-    }
-    let mut out = BTreeMap::new();
-    let mut frontier = vec![root];
-    while let Some(p) = frontier.pop() {
-        for (&pid, &(ppid, start)) in &all {
-            if ppid == p && out.insert(pid, start).is_none() {
-                frontier.push(pid);
-            }
-        }
-    }
-    out
-}
 
 fn sweep(project: &Path, args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_kmatrix"));
@@ -116,15 +87,10 @@ fn two_real_sweeps_share_a_build_and_a_kill9_mid_make_leaves_nothing() {
         seen.extend(descendants(a_pid));
         std::thread::sleep(Duration::from_millis(50));
     }
-    // SAFETY: killing our own child.
-    unsafe { libc_kill(a_pid, 9) };
+    common::procs::kill(a_pid, 9);
     let _ = a.wait();
     std::thread::sleep(Duration::from_secs(5));
-    let left: Vec<String> = seen
-        .iter()
-        .filter(|(pid, start)| stat(**pid).is_some_and(|(_, s, st)| s != 'Z' && st == **start))
-        .map(|(pid, _)| format!("{pid}: {}", cmdline(*pid)))
-        .collect();
+    let left = survivors(&seen);
     eprintln!("kill -9 mid-make: {} processes under sweep A, {} alive 5 s later", seen.len(), left.len());
     assert!(left.is_empty(), "alive 5 s after kill -9: {left:#?}");
 
@@ -155,7 +121,3 @@ fn two_real_sweeps_share_a_build_and_a_kill9_mid_make_leaves_nothing() {
     }
 }
 
-unsafe extern "C" {
-    #[link_name = "kill"]
-    fn libc_kill(pid: i32, sig: i32) -> i32;
-}

@@ -8,6 +8,7 @@
 //! - a missing emulator is an infra-error before any make.
 
 mod common;
+use common::procs::{descendants, survivors};
 use common::fake::{stderr, stdout, FakeProject};
 
 use std::collections::BTreeMap;
@@ -24,45 +25,8 @@ fn verdicts(r: &Value) -> Vec<(String, String)> {
     r["cells"].as_array().unwrap().iter().map(|c| (c["board"].as_str().unwrap().to_string(), c["verdict"].as_str().unwrap().to_string())).collect()
 }
 
-/// (ppid, state, start time) of a live process, from /proc.
-fn stat(pid: i32) -> Option<(i32, char, u64)> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let (_, rest) = s.rsplit_once(") ")?;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    Some((f[1].parse().ok()?, f[0].chars().next()?, f[19].parse().ok()?))
-}
 
-/// Every live descendant of `root`, with its start time (so a recycled pid
-/// is never mistaken for a survivor).
-fn descendants(root: i32) -> BTreeMap<i32, u64> {
-    let mut all: BTreeMap<i32, (i32, u64)> = BTreeMap::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        if let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok())
-            && let Some((ppid, state, start)) = stat(pid)
-            && state != 'Z'
-        {
-            all.insert(pid, (ppid, start));
-        }
-    }
-    let mut out = BTreeMap::new();
-    let mut frontier = vec![root];
-    while let Some(p) = frontier.pop() {
-        for (&pid, &(ppid, start)) in &all {
-            if ppid == p && out.insert(pid, start).is_none() {
-                frontier.push(pid);
-            }
-        }
-    }
-    out
-}
 
-/// The processes of `seen` still alive (same pid, same start time, not a zombie).
-fn survivors(seen: &BTreeMap<i32, u64>) -> Vec<String> {
-    seen.iter()
-        .filter(|(pid, start)| stat(**pid).is_some_and(|(_, state, st)| state != 'Z' && st == **start))
-        .map(|(pid, _)| format!("{pid}: {}", std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default().replace('\0', " ")))
-        .collect()
-}
 
 fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
     let t = Instant::now();
@@ -126,8 +90,7 @@ fn kill9_then_resume(p: &FakeProject, ready: &str, is_ready: &dyn Fn(&FakeProjec
     }
     let names: Vec<String> = seen.keys().map(|pid| std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default().replace('\0', " ")).collect();
     assert!(names.iter().any(|n| n.contains(want_in_tree)), "no `{want_in_tree}` under kmatrix while {ready}: {names:#?}");
-    // SAFETY: killing our own child.
-    unsafe { libc_kill(pid, 9) };
+    common::procs::kill(pid, 9);
     let _ = child.wait();
     std::thread::sleep(Duration::from_secs(5));
     let left = survivors(&seen);
@@ -177,8 +140,7 @@ fn sigterm_during_make_stops_the_build_cleanly_and_exits_130() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let t = Instant::now();
-    // SAFETY: signalling our own child.
-    unsafe { libc_kill(pid, 15) };
+    common::procs::kill(pid, 15);
     let out = child.wait_with_output().unwrap();
     eprintln!("SIGTERM: kmatrix exited after {:.2}s\n{}", t.elapsed().as_secs_f64(), stderr(&out));
     assert_eq!(out.status.code(), Some(130));
@@ -264,7 +226,3 @@ fn a_missing_emulator_is_an_infra_error_before_any_make() {
     assert!(noemu["detail"].as_str().unwrap().contains("Debian package: qemu-system-x86"), "{noemu}");
 }
 
-unsafe extern "C" {
-    #[link_name = "kill"]
-    fn libc_kill(pid: i32, sig: i32) -> i32;
-}
