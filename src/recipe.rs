@@ -204,6 +204,6 @@ pub fn targets(board: &Board, extra: &[String], enabled: &dyn Fn(&str) -> bool) 
 /// Whether the requested config lines set a symbol to `y` (the last one wins).
 pub fn requested(inputs: &ConfigInputs) -> impl Fn(&str) -> bool + '_ {
     move |sym: &str| {
-        inputs.fragments.iter().flat_map(|f| &f.entries).filter(|e| e.symbol == sym).last().is_some_and(|e| e.value.as_deref() == Some("y"))
+        inputs.fragments.iter().flat_map(|f| &f.entries).rfind(|e| e.symbol == sym).is_some_and(|e| e.value.as_deref() == Some("y"))
     }
 }

@@ -85,6 +85,11 @@ pub fn run(ctx: &Ctx, mut a: Args) -> Result<i32> {
         Emulator::Gem5(g) => Some(ctx.gem5_install(&g.isa, &g.variant).ok_or_else(|| crate::emulator::gem5_missing(&g.isa))?),
         Emulator::Qemu(_) => None,
     };
+    // Pre-flight for the shell: an interactive boot needs busybox (found or
+    // fetched now, before a build that could take half an hour).
+    if interactive && board.kernel.initramfs != crate::descriptor::InitramfsMode::Embedded {
+        crate::rootfs::busybox::locate(&ctx.cache, &reg.arches[&board.arch], a.busybox.as_deref())?;
+    }
     let manifest = match machine::build(&ctx.cache, &reg, board, &opts, &progress(a.verbose))? {
         BuildOutcome::Built { manifest, reused } => {
             if !reused {

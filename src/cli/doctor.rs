@@ -6,7 +6,7 @@ use serde::Serialize;
 use crate::cli::list::table;
 use crate::cli::{print_json, select_board, Ctx, Format};
 use crate::descriptor::{Board, Registry, Toolchain};
-use crate::error::{exit, Error, Result};
+use crate::error::{exit, Result};
 use crate::host::{self, Requirement};
 
 #[derive(Debug, clap::Args)]
@@ -37,7 +37,7 @@ pub fn selection<'r>(reg: &'r Registry, arch: Option<&str>, board: Option<&str>,
     let boards = if arch.is_some() || board.is_some() { vec![select_board(reg, arch, board)?] } else { reg.boards.values().collect() };
     let toolchains = tcs
         .iter()
-        .map(|t| reg.toolchains.get(t).ok_or_else(|| Error::Usage(format!("unknown toolchain `{t}`"))))
+        .map(|t| reg.toolchain(t))
         .collect::<Result<Vec<_>>>()?;
     Ok((boards, toolchains))
 }

@@ -148,12 +148,8 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let reg = ctx.registry()?;
     let board = select_board(&reg, a.arch.as_deref(), a.board.as_deref())?;
     let arch = &reg.arches[&board.arch];
-    let tc = reg.toolchains.get(&a.toolchain).ok_or_else(|| {
-        Error::Usage(format!("unknown toolchain `{}`; {}", a.toolchain, suggest(&a.toolchain, "toolchains", reg.toolchains.keys().map(String::as_str))))
-    })?;
-    if !tc.targets.contains_key(&arch.id) {
-        return Err(Error::Usage(format!("toolchain `{}` cannot build arch `{}`", tc.id, arch.id)));
-    }
+    let tc = reg.toolchain(&a.toolchain)?;
+    tc.target(&arch.id)?;
     let config = match &a.config {
         None => None,
         Some(id) => {
