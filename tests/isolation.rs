@@ -188,6 +188,22 @@ fn a_gigabyte_console_flood_keeps_memory_flat_and_is_a_timeout() {
 }
 
 #[test]
+fn a_flood_cell_in_a_sweep_is_a_timeout_and_says_its_log_was_cut() {
+    let p = FakeProject::new();
+    p.add_board("fake-flood", &["fake.boot=flood", "fake.flood_bytes=8000000"]);
+    p.write_matrix(&matrix_with(&p, &["fake-flood"], ""));
+    let res = p.path().join("results");
+    let out = p.kmatrix(&["sweep", "--no-output-timeout", "2", "--console-log-limit", "1", "--results-dir", res.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let r = results(&res);
+    let c = &r["cells"][0];
+    assert_eq!(c["verdict"], "timeout", "{c}");
+    assert_eq!(c["console_log_cut"], true, "{c}");
+    let log = std::fs::metadata(res.join(c["console_log"].as_str().unwrap())).unwrap().len();
+    assert!(log < (1 << 20) + 4096, "log {log} bytes");
+}
+
+#[test]
 fn a_marker_fed_byte_by_byte_passes() {
     let p = FakeProject::new();
     p.add_board("fake-bytes", &["fake.boot=bytewise"]);

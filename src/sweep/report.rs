@@ -337,6 +337,7 @@ mod tests {
             boot_to_marker_seconds: (v == Verdict::Pass).then_some(0.5),
             build_log: Some("logs/b.build.log".into()),
             console_log: Some(format!("logs/id-{board}.console.log")),
+            console_log_cut: false,
         }
     }
 

@@ -36,6 +36,10 @@ pub struct CellResult {
     /// Paths relative to the results directory.
     pub build_log: Option<String>,
     pub console_log: Option<String>,
+    /// The console log was cut at `--console-log-limit` (the console was
+    /// still read and judged to the end).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub console_log_cut: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -56,6 +56,7 @@ fn base_result(c: &Cell) -> CellResult {
         boot_to_marker_seconds: None,
         build_log: None,
         console_log: None,
+        console_log_cut: false,
     }
 }
 
@@ -241,6 +242,7 @@ fn worker(
                 r.boot_seconds = Some(res.total.as_secs_f64());
                 r.boot_to_marker_seconds = res.boot_to_marker.map(|d| d.as_secs_f64());
                 r.console_log = Some(log);
+                r.console_log_cut = res.log_cut;
             }
             Err(Error::Interrupted) => return Err(Error::Interrupted),
             Err(e) => {
