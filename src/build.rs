@@ -12,7 +12,7 @@
 //! records its first error lines; it never writes a manifest.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
@@ -126,7 +126,7 @@ pub fn first_errors(log: &str, max: usize) -> Vec<String> {
 /// (see [`crate::process`]), stopped on SIGINT/SIGTERM and by the watchdog
 /// if kmatrix is killed. Returns success and the CPU seconds of the child
 /// and its descendants.
-fn run_logged(cmd: &CommandSpec, log: &Path, jobs: Option<&jobserver::Client>, echo: &dyn Fn(&str)) -> Result<(bool, f64)> {
+fn run_logged(cmd: &CommandSpec, log: &Path, jobs: Option<&jobserver::Client>, hold: Option<&crate::cache::EntryLock>, echo: &dyn Fn(&str)) -> Result<(bool, f64)> {
     let mut f = std::fs::OpenOptions::new().create(true).append(true).open(log).map_err(Error::io(format!("cannot open {}", log.display())))?;
     writeln!(f, "$ {cmd}").map_err(Error::io("cannot write the build log"))?;
     let token = jobs.map(|j| j.acquire()).transpose().map_err(Error::io("jobserver"))?;
@@ -135,6 +135,12 @@ fn run_logged(cmd: &CommandSpec, log: &Path, jobs: Option<&jobserver::Client>, e
     if let Some(j) = jobs {
         j.configure_make(&mut c);
     }
+    if let Some(l) = hold {
+        // The entry stays locked until make's last compiler is gone, even
+        // if kmatrix is killed first: no next run starts make in a tree an
+        // old one still writes.
+        crate::process::inherit_fd(&mut c, l.fd());
+    }
     let mut child = Group::spawn(c, &cmd.program, Mode::Group)?;
     // Bounded: a chatty make waits for the log writer instead of filling memory.
     let (tx, rx) = std::sync::mpsc::sync_channel::<(bool, String)>(1024);
@@ -142,13 +148,7 @@ fn run_logged(cmd: &CommandSpec, log: &Path, jobs: Option<&jobserver::Client>, e
     let err = child.child_mut().stderr.take().expect("piped");
     for (is_out, stream) in [(true, Box::new(out) as Box<dyn std::io::Read + Send>), (false, Box::new(err))] {
         let tx = tx.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stream).lines().map_while(|l| l.ok()) {
-                if tx.send((is_out, line)).is_err() {
-                    return;
-                }
-            }
-        });
+        std::thread::spawn(move || crate::process::for_each_line(stream, |line| tx.send((is_out, line)).is_ok()));
     }
     drop(tx);
     let mut result = None;
@@ -214,7 +214,8 @@ pub fn build(cache: &Cache, req: &Request, jobs: &jobserver::Client, echo: &dyn 
         && let Some(key) = std::fs::read_to_string(&memo).ok().and_then(|s| serde_json::from_str::<String>(&s).ok())
             && let Some(m) = read_manifest(&builds.join(&key))
                 && base_targets.iter().all(|t| m.targets.contains(t)) {
-                    return Ok(BuildOutcome::Built { manifest: Box::new(m), reused: true });
+                    touch(&m);
+            return Ok(BuildOutcome::Built { manifest: Box::new(m), reused: true });
                 }
 
     // Configure in a staging directory; the final .config names the build.
@@ -234,7 +235,7 @@ pub fn build(cache: &Cache, req: &Request, jobs: &jobserver::Client, echo: &dyn 
     let mut cpu = 0.0;
     for step in &r.configure {
         // Configuring is one job: it holds one token of the shared budget.
-        let (ok, c) = run_logged(step, &log, Some(jobs), &|_| {})?;
+        let (ok, c) = run_logged(step, &log, Some(jobs), None, &|_| {})?;
         cpu += c;
         if !ok {
             let text = std::fs::read_to_string(&log).unwrap_or_default();
@@ -280,6 +281,7 @@ pub fn build(cache: &Cache, req: &Request, jobs: &jobserver::Client, echo: &dyn 
 
     if let Some(m) = read_manifest(&dir)
         && base_targets.iter().all(|t| m.targets.contains(t)) && !req.source.mutable {
+            touch(&m);
             return Ok(BuildOutcome::Built { manifest: Box::new(m), reused: true });
         }
     let targets = recipe::targets(req.board, &req.extra_targets, &|sym| final_config.get(sym).map(String::as_str) == Some("y"));
@@ -290,7 +292,7 @@ pub fn build(cache: &Cache, req: &Request, jobs: &jobserver::Client, echo: &dyn 
     let _ = std::fs::remove_file(dir.join("failure.json"));
     echo(&format!("building {} in {}", targets.join(" "), dir.display()));
     let t0 = Instant::now();
-    let (ok, c) = run_logged(&r.build, &log, Some(jobs), echo)?;
+    let (ok, c) = run_logged(&r.build, &log, Some(jobs), Some(&_tree_lock), echo)?;
     cpu += c;
     let secs = t0.elapsed().as_secs_f64();
     if !ok {
@@ -330,6 +332,13 @@ pub fn build(cache: &Cache, req: &Request, jobs: &jobserver::Client, echo: &dyn 
 fn record_failure(dir: &Path, step: &str, errors: &[String]) {
     let v = serde_json::json!({ "step": step, "errors": errors });
     let _ = write_atomic(&dir.join("failure.json"), v.to_string().as_bytes());
+}
+
+/// A reuse is a use: `cache gc` ages builds by their manifest's mtime.
+fn touch(m: &Manifest) {
+    if let Ok(f) = std::fs::File::options().append(true).open(m.dir.join("manifest.json")) {
+        let _ = f.set_modified(std::time::SystemTime::now());
+    }
 }
 
 fn read_manifest(dir: &Path) -> Option<Manifest> {

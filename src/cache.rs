@@ -133,11 +133,19 @@ impl Cache {
     }
 }
 
-/// An entry's lock; released when dropped (or when the process dies).
+/// An entry's lock; released when dropped (or when the process dies, and
+/// every child it was handed to with [`crate::process::inherit_fd`]).
 pub struct EntryLock {
     _file: std::fs::File,
     /// How long this run waited for another holder.
     pub waited: Option<Duration>,
+}
+
+impl EntryLock {
+    pub fn fd(&self) -> i32 {
+        use std::os::fd::AsRawFd;
+        self._file.as_raw_fd()
+    }
 }
 
 /// "held by pid 123 (since 12:03:04, 75s ago)" from a lock file's content.

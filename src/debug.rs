@@ -128,7 +128,9 @@ fn console_pane(console: &Path, emulator_pid: u32) {
 }
 
 /// `make M=<dir> modules` against a built kernel; returns the .ko files.
-pub fn build_module(arch: &Arch, tc: &Toolchain, source: &Source, manifest: &Manifest, dir: &Path) -> Result<(bool, Vec<PathBuf>, String)> {
+pub fn build_module(cache: &crate::cache::Cache, arch: &Arch, tc: &Toolchain, source: &Source, manifest: &Manifest, dir: &Path) -> Result<(bool, Vec<PathBuf>, String)> {
+    // modules_prepare runs make in the kernel's tree: one make at a time.
+    let _tree = cache.lock(&format!("builds/{}", manifest.key), &|m| eprintln!("kmatrix: {m}"))?;
     let dir = dir.canonicalize().map_err(Error::io(format!("cannot find module directory {}", dir.display())))?;
     let ccache = crate::host::which("ccache").is_some();
     let mut cmd = CommandSpec::new("make").arg("-C").arg(source.dir.display().to_string()).arg(format!("O={}", manifest.dir.display()));

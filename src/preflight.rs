@@ -34,13 +34,24 @@ impl fmt::Display for Missing {
     }
 }
 
-/// A requirement not met on this host. Packages are only checked where
-/// dpkg can tell (elsewhere the compiler check must do).
-fn unmet(r: &Requirement, have_dpkg: bool) -> bool {
-    match r.check {
-        Check::Program(_) => !r.satisfied(),
-        Check::Package => have_dpkg && !r.satisfied(),
+/// A program that is not on PATH. Packages without a program (a cross
+/// libc, libelf-dev) are not refused here: a self-built cross compiler or a
+/// kernel that needs no libelf works without them, and when one is really
+/// missing the build or init compile says which (see [`warnings`]).
+fn unmet(r: &Requirement) -> bool {
+    matches!(r.check, Check::Program(_)) && !r.satisfied()
+}
+
+/// Packages dpkg says are not installed (where dpkg can tell).
+pub fn warnings(reg: &Registry, board: &Board, tc: &Toolchain) -> Vec<String> {
+    if host::which("dpkg-query").is_none() {
+        return vec![];
     }
+    host::requirements(reg, &[board], &[tc], false)
+        .into_iter()
+        .filter(|r| r.check == Check::Package && !r.satisfied())
+        .map(|r| format!("Debian package {} is not installed (needed by {}); the build may fail", r.package, r.needed_by))
+        .collect()
 }
 
 /// How far the work goes.
@@ -48,6 +59,8 @@ fn unmet(r: &Requirement, have_dpkg: bool) -> bool {
 pub enum Work {
     #[default]
     Build,
+    /// Build, then gdb-multiarch against an emulator started elsewhere.
+    Attach,
     Boot,
     /// Boot with gdb-multiarch attached.
     Debug,
@@ -56,13 +69,13 @@ pub enum Work {
 /// What building with `tc` for `board` (then booting it, then attaching
 /// gdb, as far as `work` goes) needs and this host lacks.
 pub fn check(reg: &Registry, board: &Board, tc: &Toolchain, work: Work) -> Missing {
-    let have_dpkg = host::which("dpkg-query").is_some();
+    let boots = matches!(work, Work::Boot | Work::Debug);
     Missing(
-        host::requirements(reg, &[board], &[tc], work == Work::Debug)
+        host::requirements(reg, &[board], &[tc], matches!(work, Work::Debug | Work::Attach))
             .into_iter()
             // The emulator's requirement is the one needed by the board itself.
-            .filter(|r| work != Work::Build || r.needed_by != board.id)
-            .filter(|r| unmet(r, have_dpkg))
+            .filter(|r| boots || r.needed_by != board.id)
+            .filter(unmet)
             .collect(),
     )
 }
@@ -70,5 +83,11 @@ pub fn check(reg: &Registry, board: &Board, tc: &Toolchain, work: Work) -> Missi
 /// [`check`] as a result: `Err(MissingTools)` when anything is missing.
 pub fn require(reg: &Registry, board: &Board, tc: &Toolchain, work: Work) -> crate::error::Result<()> {
     let m = check(reg, board, tc, work);
-    if m.is_empty() { Ok(()) } else { Err(crate::error::Error::MissingTools(m)) }
+    if !m.is_empty() {
+        return Err(crate::error::Error::MissingTools(m));
+    }
+    for w in warnings(reg, board, tc) {
+        eprintln!("kmatrix: warning: {w}");
+    }
+    Ok(())
 }

@@ -9,11 +9,15 @@
 //! - normal paths stop their groups, and dropping a [`Group`] kills it;
 //! - SIGINT/SIGTERM set [`interrupted`], which every wait loop checks;
 //! - for SIGKILL, which no handler sees, a *watchdog* process forked at
-//!   start-up ([`start_watchdog`]) holds one end of a socket pair. Each
-//!   child sends its group id to it before it execs (so there is no window
-//!   where a group exists unregistered). When kmatrix dies, the kernel
-//!   closes kmatrix's end, the watchdog reads EOF, and it stops every group
-//!   still registered. (A `SOCK_SEQPACKET` pair rather than a pipe: each
+//!   start-up ([`start_watchdog`]) holds one end of a socket pair. kmatrix
+//!   sends it each child's group id as soon as the child has exec'd (a
+//!   child whose exec failed is never registered, so no stale id can later
+//!   hit an unrelated group). When kmatrix dies, the kernel closes
+//!   kmatrix's end, the watchdog reads EOF, and it stops every group still
+//!   registered: SIGTERM, then SIGKILL. Each leader also gets SIGTERM from
+//!   `PR_SET_PDEATHSIG` the moment kmatrix dies, which covers the instant
+//!   between exec and registration; make then deletes its half-written
+//!   targets and scons records what it built. (A `SOCK_SEQPACKET` pair rather than a pipe: each
 //!   message arrives whole, and `MSG_NOSIGNAL` means a dead watchdog can
 //!   never SIGPIPE kmatrix.) `PR_SET_PDEATHSIG` alone would stop only the
 //!   direct child (make), leaving its compilers running.
@@ -59,14 +63,17 @@ pub fn start_watchdog() {
         return;
     }
     let mut fds = [0i32; 2];
+    let warn = |what: &str| eprintln!("kmatrix: warning: cannot start the watchdog ({what}: {}); if kmatrix is killed with SIGKILL, its builds may outlive it", std::io::Error::last_os_error());
     // SAFETY: plain syscalls; the child branch below only makes
     // async-signal-safe calls and never returns.
     unsafe {
         if libc::socketpair(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr()) != 0 {
+            warn("socketpair");
             return;
         }
         let pid = libc::fork();
         if pid < 0 {
+            warn("fork");
             libc::close(fds[0]);
             libc::close(fds[1]);
             return;
@@ -93,6 +100,15 @@ unsafe fn watchdog_main(fd: i32) -> ! {
         for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGPIPE, libc::SIGQUIT] {
             libc::signal(sig, libc::SIG_IGN);
         }
+        // Out of the way of 0-2 (which may have been closed when kmatrix
+        // started, so that the socket got one of them).
+        let moved = libc::fcntl(fd, libc::F_DUPFD, 10);
+        let fd = if moved >= 0 {
+            libc::close(fd);
+            moved
+        } else {
+            fd
+        };
         // Never hold the caller's stdout/stderr open (a test harness waits
         // for their EOF).
         let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
@@ -104,6 +120,12 @@ unsafe fn watchdog_main(fd: i32) -> ! {
                 libc::close(null);
             }
         }
+        // Nothing else inherited stays open here (an outer make's jobserver,
+        // a harness's pipes): only 0-2 (/dev/null) and our socket.
+        if fd > 3 {
+            libc::syscall(libc::SYS_close_range, 3u32, (fd - 1) as u32, 0u32);
+        }
+        libc::syscall(libc::SYS_close_range, (fd + 1) as u32, u32::MAX, 0u32);
         let mut ids = [0i32; 4096];
         let mut n = 0usize;
         let mut buf = [0u8; 512];
@@ -215,9 +237,24 @@ fn tell_watchdog(op: u8, id: i32) {
     }
     let mut buf = [0u8; 16];
     let n = format_entry(&mut buf, op, id);
-    // SAFETY: one small message on our own socket; MSG_NOSIGNAL: no
-    // SIGPIPE if the watchdog is gone.
-    unsafe { libc::send(fd, buf.as_ptr().cast(), n, libc::MSG_NOSIGNAL) };
+    // SAFETY: one small message on our own socket. MSG_NOSIGNAL: no
+    // SIGPIPE if the watchdog is gone; MSG_DONTWAIT: a stopped watchdog
+    // (full queue) never blocks kmatrix.
+    unsafe { libc::send(fd, buf.as_ptr().cast(), n, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) };
+}
+
+/// Lets the child (and everything it forks) inherit `fd`, e.g. a cache
+/// entry's lock: the lock then lives until the last of them exits, not
+/// only until kmatrix does.
+pub fn inherit_fd(c: &mut Command, fd: i32) {
+    // SAFETY: fcntl is async-signal-safe; it clears FD_CLOEXEC in the
+    // child's copy of the fd table only.
+    unsafe {
+        c.pre_exec(move || {
+            libc::fcntl(fd, libc::F_SETFD, 0);
+            Ok(())
+        });
+    }
 }
 
 /// How a child relates to kmatrix's terminal.
@@ -253,18 +290,21 @@ impl Group {
         if mode == Mode::Group {
             c.process_group(0);
         }
-        // SAFETY: prctl, getpid and write are async-signal-safe; the
-        // closure touches only the child.
+        // With a watchdog, a group leader gets SIGTERM when kmatrix dies
+        // (time to clean up; the watchdog sends SIGKILL later); without one,
+        // SIGKILL.
+        let deathsig = if mode == Mode::Group && WATCHDOG.load(Ordering::Relaxed) >= 0 { libc::SIGTERM } else { libc::SIGKILL };
+        // SAFETY: prctl is async-signal-safe; the closure touches only the child.
         unsafe {
             c.pre_exec(move || {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                let pid = libc::getpid();
-                tell_watchdog(b'+', if mode == Mode::Group { -pid } else { pid });
+                libc::prctl(libc::PR_SET_PDEATHSIG, deathsig);
                 Ok(())
             });
         }
         let child = c.spawn().map_err(|e| spawn_error(program, e))?;
-        Ok(Group { child, mode, program: program.to_string(), reaped: None })
+        let g = Group { child, mode, program: program.to_string(), reaped: None };
+        tell_watchdog(b'+', g.target());
+        Ok(g)
     }
 
     pub fn spawn_spec(spec: &CommandSpec, stdout: Stdio, stderr: Stdio, stdin: Stdio, mode: Mode) -> Result<Group> {
@@ -388,6 +428,37 @@ fn code_of(st: ExitStatus) -> i32 {
     st.code().unwrap_or_else(|| 128 + st.signal().unwrap_or(0))
 }
 
+/// Longest line kept by [`for_each_line`]; the rest of a longer one is
+/// dropped (a tool printing megabytes without a newline stays bounded).
+pub const LINE_LIMIT: usize = 64 * 1024;
+
+/// Calls `f` for every line of `r` (lossy UTF-8, at most [`LINE_LIMIT`]
+/// bytes each) until EOF or until `f` returns false.
+pub fn for_each_line(r: impl Read, mut f: impl FnMut(String) -> bool) {
+    let mut r = std::io::BufReader::new(r);
+    let mut line = Vec::new();
+    loop {
+        let buf = match std::io::BufRead::fill_buf(&mut r) {
+            Ok([]) | Err(_) => break,
+            Ok(b) => b,
+        };
+        let (chunk, end) = match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => (&buf[..i], Some(i + 1)),
+            None => (buf, None),
+        };
+        let room = LINE_LIMIT.saturating_sub(line.len());
+        line.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        let used = end.unwrap_or(buf.len());
+        std::io::BufRead::consume(&mut r, used);
+        if end.is_some() && !f(String::from_utf8_lossy(&std::mem::take(&mut line)).into_owned()) {
+            return;
+        }
+    }
+    if !line.is_empty() {
+        f(String::from_utf8_lossy(&line).into_owned());
+    }
+}
+
 /// At most this much of a captured stream is kept (its tail).
 const CAPTURE_LIMIT: usize = 4 << 20;
 
@@ -496,6 +567,21 @@ mod tests {
         let stat = std::fs::read_to_string(format!("/proc/{grandchild}/stat")).unwrap_or_default();
         let state = stat.rsplit_once(") ").map(|(_, r)| r.chars().next().unwrap_or('?'));
         assert!(state.is_none() || state == Some('Z'), "the grandchild survived its group: {stat}");
+    }
+
+    #[test]
+    fn lines_are_bounded_and_split_anywhere() {
+        let mut input = b"one\ntwo\n".to_vec();
+        input.extend(std::iter::repeat_n(b'x', 3 * LINE_LIMIT));
+        input.extend_from_slice(b"\nlast");
+        let mut got = Vec::new();
+        for_each_line(&input[..], |l| {
+            got.push(l);
+            true
+        });
+        assert_eq!(got.len(), 4);
+        assert_eq!((got[0].as_str(), got[1].as_str(), got[3].as_str()), ("one", "two", "last"));
+        assert_eq!(got[2].len(), LINE_LIMIT);
     }
 
     #[test]

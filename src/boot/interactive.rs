@@ -63,15 +63,16 @@ pub fn spawn_announcing(cmd: &CommandSpec, log: &std::path::Path) -> Result<(Gro
     let stderr = child.child_mut().stderr.take().expect("piped");
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
-        use std::io::BufRead;
         let re = Regex::new(r"^(\S+): Listening for connections on port (\d+)").expect("valid");
-        for line in std::io::BufReader::new(stderr).lines().map_while(|l| l.ok()) {
+        process::for_each_line(stderr, |line| {
             let _ = writeln!(err_log, "{line}");
             if let Some(c) = re.captures(&line)
-                && let Ok(port) = c[2].parse() {
-                    let _ = tx.send((c[1].to_string(), port));
-                }
-        }
+                && let Ok(port) = c[2].parse()
+            {
+                let _ = tx.send((c[1].to_string(), port));
+            }
+            true
+        });
     });
     Ok((child, rx))
 }

@@ -39,6 +39,10 @@ pub struct Args {
     cmd: Cmd,
 }
 
+/// Builds used more recently than this are never collected: a run may be
+/// booting them (a boot holds no lock on the build it reused).
+const RECENT_USE: Duration = Duration::from_secs(3600);
+
 fn du(p: &Path) -> u64 {
     let Ok(m) = std::fs::symlink_metadata(p) else { return 0 };
     if m.is_dir() {
@@ -141,11 +145,16 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
                 let too_old = age.is_some_and(|a| e.age > a);
                 let too_big = max.is_some_and(|m| total > m);
                 if too_old || too_big {
-                    // A build another run is using now is left alone.
+                    // A build another run is making now, or reused within
+                    // the hour (a sweep may be booting it), is left alone.
                     let Some(_lock) = ctx.cache.try_lock(&format!("builds/{}", e.name))? else {
                         println!("skipping {} (in use by another kmatrix run)", e.name);
                         continue;
                     };
+                    if e.age < RECENT_USE {
+                        println!("skipping {} (used {}s ago)", e.name, e.age.as_secs());
+                        continue;
+                    }
                     println!("{} {} ({} MiB, {})", if dry_run { "would remove" } else { "removing" }, e.name, e.size >> 20, e.what);
                     if !dry_run {
                         std::fs::remove_dir_all(ctx.cache.root.join("builds").join(&e.name)).map_err(Error::io(format!("cannot remove {}", e.name)))?;

@@ -50,7 +50,7 @@ pub fn run(ctx: &Ctx, mut a: Args) -> Result<i32> {
         a.build.profile = Some("debug".into());
     }
     let mut opts = a.build.options()?;
-    opts.work = if a.attach.is_some() { crate::preflight::Work::Build } else { crate::preflight::Work::Debug };
+    opts.work = if a.attach.is_some() { crate::preflight::Work::Attach } else { crate::preflight::Work::Debug };
     let manifest = match machine::build(&ctx.cache, &reg, board, &opts, &progress(a.verbose))? {
         BuildOutcome::Built { manifest, .. } => *manifest,
         other => return Ok(report_failure(&other)),

@@ -123,6 +123,11 @@ pub fn run(
         sources.entry(key).or_insert_with(|| source::resolve(&u.kernel.source, cache, &note).map_err(|e| e.to_string()));
     }
 
+    // Ctrl-C while unpacking is no infra error of the cells: stop here.
+    if interrupted.load(Ordering::Relaxed) {
+        let _ = tx.send(Event::RunFinished { interrupted: true });
+        return Ok(());
+    }
     let jobs = jobserver::Client::new(opts.jobs.max(1)).map_err(Error::io("cannot create the make jobserver"))?;
     std::thread::scope(|s| {
         for unit in &plan.builds {
