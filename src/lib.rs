@@ -9,7 +9,12 @@
 //! 3. [`recipe`]: what a build runs (make argv), [`emulator`]: what a boot
 //!    runs (emulator argv), [`gdb`]: what a debugger runs. Pure functions of
 //!    the model, so `kmatrix show` prints exactly what would run.
-//! 4. [`host`]: tools the host needs and the Debian packages that provide them.
+//! 4. [`host`]: tools the host needs and the Debian packages that provide
+//!    them; [`preflight`] checks them before any build.
+//! 5. [`build`] (kernels, in the [`cache`] under per-entry locks), [`boot`]
+//!    (one boot judged from its console), [`sweep`] (a plan run on one
+//!    jobserver, as events to reporters); every child process through
+//!    [`process`]; results in the vocabulary of [`outcome`].
 //!
 //! Glossary: *arch* is a CPU architecture descriptor (`aarch64`), `kernel-arch`
 //! is kbuild's `ARCH=` (`arm64`), *triple* is a GNU target triple; a *board*
