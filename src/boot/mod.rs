@@ -64,7 +64,7 @@ pub struct BootSpec {
     /// Echo the console to stdout as it arrives.
     pub echo: bool,
     /// The guest console is this file, which the emulator writes (gem5's
-    /// m5out/<terminal>); the emulator's own output then goes to
+    /// `m5out/<terminal>`); the emulator's own output then goes to
     /// `<log>.emulator` and never counts as console.
     pub console_file: Option<PathBuf>,
     /// Guest commands asked for (their results are kept, no more).
