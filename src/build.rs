@@ -53,6 +53,17 @@ pub struct Manifest {
     #[serde(default)]
     pub cpu_seconds: f64,
     pub config_warnings: Vec<Mismatch>,
+    /// Compile and link steps make printed (`CC`, `LD`...): the next build
+    /// of the same inputs estimates its progress by it.
+    #[serde(default)]
+    pub objects: u64,
+}
+
+impl Manifest {
+    /// The release the kernel reports (`uname -r`), as its build wrote it.
+    pub fn kernel_release(&self) -> Option<String> {
+        std::fs::read_to_string(self.dir.join("include/config/kernel.release")).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
+    }
 }
 
 /// How a build ended. Failures are outcomes, not errors.
@@ -323,6 +334,7 @@ pub fn build(cache: &Cache, req: &Request, jobs: &jobserver::Client, echo: &dyn 
         cpu_seconds: cpu,
         config_warnings: mismatches,
         dir: dir.clone(),
+        objects: 0,
     };
     write_atomic(&dir.join("manifest.json"), serde_json::to_string_pretty(&m).expect("serialises").as_bytes())?;
     Ok(BuildOutcome::Built { manifest: Box::new(m), reused: false })

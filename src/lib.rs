@@ -42,3 +42,4 @@ pub mod recipe;
 pub mod rootfs;
 pub mod source;
 pub mod sweep;
+pub mod version;

@@ -20,6 +20,8 @@ pub struct BuildOptions {
     /// A profile (fragment id + the arch's additions), e.g. `debug`.
     pub profile: Option<String>,
     pub source: Option<SourceSpec>,
+    /// `--kernel`: a matrix kernel id or a linux-source version.
+    pub kernel: Option<String>,
     /// User fragment files, merged last.
     pub fragments: Vec<PathBuf>,
     pub allow_config_mismatch: bool,
@@ -28,17 +30,45 @@ pub struct BuildOptions {
     pub work: crate::preflight::Work,
 }
 
+/// The source a build uses: `--source`/`--source-url`, else `--kernel`
+/// (a kernel of matrix.toml, or a Debian linux-source version), else the
+/// matrix's first kernel (so `boot` and `debug` build what the nightly
+/// builds first), else the newest /usr/src tarball.
+pub fn source_spec(reg: &Registry, o: &BuildOptions) -> SourceSpec {
+    if let Some(s) = &o.source {
+        return s.clone();
+    }
+    let kernels = reg.matrix.as_ref().map(|m| m.kernels.as_slice()).unwrap_or_default();
+    match &o.kernel {
+        Some(k) => match kernels.iter().find(|x| &x.id == k) {
+            Some(spec) => spec.source.clone(),
+            None => SourceSpec::System { version: Some(k.clone()) },
+        },
+        None => kernels.first().map(|k| k.source.clone()).unwrap_or(SourceSpec::System { version: None }),
+    }
+}
+
+/// Builds `board`'s kernel. The registry is first specialised to the
+/// tree's version (`[[kernel.when]]`), and a board, toolchain or compiler
+/// that cannot take this kernel is refused with the reason.
 pub fn build(cache: &Cache, reg: &Registry, board: &Board, o: &BuildOptions, say: &dyn Fn(&str)) -> Result<BuildOutcome> {
-    let arch = &reg.arches[&board.arch];
     let tc = reg.toolchain(&o.toolchain)?;
     // Before anything is unpacked or configured.
     crate::preflight::require(reg, board, tc, o.work)?;
+    let src = source::resolve(&source_spec(reg, o), cache, say)?;
+    let reg = &reg.for_kernel(src.version.as_ref());
+    let board = &reg.boards[&board.id];
+    let arch = &reg.arches[&board.arch];
+    let compiler = tc.target(&arch.id).ok().and_then(|t| crate::host::which(&t.cc)).map(|cc| build::tool_version(&cc, &tc.version_args));
+    if let Some(why) = reg.incompatibility(board, tc, src.version.as_ref(), compiler.as_deref().and_then(crate::version::Version::from_tool_line).as_ref()) {
+        return Err(Error::Usage(format!("{} cannot be built here: {why}", src.label)));
+    }
     let mut spec: Option<ConfigSpec> = match &o.config {
         None => None,
         Some(id) => Some(
             reg.matrix
                 .as_ref()
-                .and_then(|m| m.configs.iter().find(|c| &c.id == id))
+                .and_then(|m| m.all_configs.iter().find(|c| &c.id == id))
                 .cloned()
                 .ok_or_else(|| Error::Usage(format!("unknown config `{id}` (configs come from matrix.toml)")))?,
         ),
@@ -68,11 +98,16 @@ pub fn build(cache: &Cache, reg: &Registry, board: &Board, o: &BuildOptions, say
         })?;
         inputs.fragments.push(Fragment { name: f.file_stem().and_then(|s| s.to_str()).unwrap_or("user").to_string(), origin: f.display().to_string(), entries });
     }
-    let source_spec = o.source.clone().unwrap_or(SourceSpec::System);
-    let src = source::resolve(&source_spec, cache, say)?;
     let jobs = jobserver::Client::new(o.jobs.max(1)).map_err(Error::io("cannot create the make jobserver"))?;
     let req = Request { arch, board, toolchain: tc, inputs, source: &src, allow_config_mismatch: o.allow_config_mismatch, extra_targets: vec![] };
-    build::build(cache, &req, &jobs, say)
+    let mut outcome = build::build(cache, &req, &jobs, say)?;
+    if let BuildOutcome::Built { manifest, .. } = &mut outcome {
+        // A reused build may have been made for another board of the arch:
+        // boot what this board (at this kernel version) wants.
+        manifest.image = manifest.dir.join(&board.kernel.image);
+        manifest.dtb = board.kernel.dtb.as_ref().map(|d| manifest.dir.join(d));
+    }
+    Ok(outcome)
 }
 
 /// For a board whose kernel carries its initramfs (gem5 x86 has no initrd):
@@ -281,13 +316,13 @@ pub fn prepare_boot(
     let inputs = crate::emulator::BootInputs {
         // A build shared by several boards records the first one's image
         // (QEMU virt's Image); this board may want another (gem5's vmlinux).
-        kernel: manifest.dir.join(&board.kernel.image),
+        kernel: manifest.image.clone(),
         initrd,
         readfile,
         bootloader,
         checkpoint_dir: o.checkpoint.clone().or_else(|| o.restore.clone()),
         restore: o.restore.is_some(),
-        dtb: board.kernel.dtb.as_ref().map(|d| manifest.dir.join(d)),
+        dtb: manifest.dtb.clone(),
         append,
         memory_mib: o.memory_mib,
         smp: o.smp,

@@ -114,6 +114,12 @@ pub enum SkipReason {
     OptionalToolchainMissing { toolchain: String, packages: Vec<String> },
     /// The board's emulator is not installed; `hint` says how to get it.
     EmulatorNotInstalled { emulator: String, hint: String },
+    /// The board declares the kernel versions it runs (`kernels = ...`).
+    KernelOutOfRange { board: String, range: String, version: String },
+    /// The toolchain's descriptor says it cannot do this combination.
+    Unsupported { toolchain: String, reason: String },
+    /// The kernel needs a newer compiler than the one installed.
+    CompilerTooOld { toolchain: String, version: String, kernel: String, needs: String },
 }
 
 impl fmt::Display for SkipReason {
@@ -124,6 +130,11 @@ impl fmt::Display for SkipReason {
                 write!(f, "optional toolchain `{toolchain}` not installed (Debian: {})", packages.join(" "))
             }
             SkipReason::EmulatorNotInstalled { emulator, hint } => write!(f, "{emulator} not built: {hint}"),
+            SkipReason::KernelOutOfRange { board, range, version } => write!(f, "board `{board}` runs kernels {range}, not {version}"),
+            SkipReason::Unsupported { toolchain, reason } => write!(f, "{toolchain}: {reason}"),
+            SkipReason::CompilerTooOld { toolchain, version, kernel, needs } => {
+                write!(f, "kernel {kernel} needs {toolchain} {needs}; the installed one is {version}")
+            }
         }
     }
 }

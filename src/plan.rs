@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::descriptor::{ConfigSpec, Emulator, InitramfsMode, KernelSpec, Matrix, Registry};
+use crate::descriptor::{ConfigSpec, Emulator, InitramfsMode, KernelSpec, Matrix, Registry, Rule, Version};
 use crate::emulator::Gem5Install;
 use crate::outcome::SkipReason;
 use crate::recipe::{self, ConfigInputs};
@@ -17,6 +17,14 @@ pub trait Probe {
     /// Whether the toolchain's compiler for this arch is installed.
     fn toolchain_installed(&self, toolchain: &str, cc: &str) -> bool;
     fn gem5(&self, isa: &str, variant: &str) -> Option<Gem5Install>;
+    /// The first line of the compiler's `--version`, if it is installed.
+    fn compiler_version(&self, _cc: &str, _args: &[String]) -> Option<String> {
+        None
+    }
+    /// The version a kernel will have (declared, or read without unpacking).
+    fn kernel_version(&self, k: &KernelSpec) -> Option<Version> {
+        crate::source::planned_version(&k.source, k.version.as_deref())
+    }
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -81,7 +89,15 @@ struct Coord<'a> {
     config: &'a ConfigSpec,
 }
 
-fn coords<'a>(reg: &'a Registry, m: &'a Matrix) -> Vec<Coord<'a>> {
+fn coords<'a>(reg: &'a Registry, m: &'a Matrix, filters: &[Rule]) -> Vec<Coord<'a>> {
+    // A filter naming configs takes them from every defined config, so a
+    // config left off the default axis (defconfig) can still be selected.
+    let named: Vec<&str> = filters.iter().filter_map(|r| r.config.as_deref()).collect();
+    let configs: Vec<&ConfigSpec> = if named.is_empty() {
+        m.configs.iter().collect()
+    } else {
+        m.all_configs.iter().filter(|c| named.iter().all(|p| crate::descriptor::glob(p, &c.id))).collect()
+    };
     let toolchains: Vec<&str> = m.toolchains.iter().chain(&m.optional_toolchains).map(String::as_str).collect();
     let mut out: Vec<Coord<'a>> = Vec::new();
     let excluded = |b: &str, t: &str, k: &str, c: &str| {
@@ -91,7 +107,7 @@ fn coords<'a>(reg: &'a Registry, m: &'a Matrix) -> Vec<Coord<'a>> {
     for b in &m.boards {
         for t in &toolchains {
             for k in &m.kernels {
-                for c in &m.configs {
+                for c in configs.iter().copied() {
                     if !excluded(b, t, &k.id, &c.id) {
                         out.push(Coord { board: b, toolchain: t, kernel: k, config: c });
                     }
@@ -116,7 +132,7 @@ fn coords<'a>(reg: &'a Registry, m: &'a Matrix) -> Vec<Coord<'a>> {
             }
             for t in &tcs {
                 for k in m.kernels.iter().filter(|k| rule.kernel.as_ref().is_none_or(|p| crate::descriptor::glob(p, &k.id))) {
-                    for c in m.configs.iter().filter(|c| rule.config.as_ref().is_none_or(|p| crate::descriptor::glob(p, &c.id))) {
+                    for c in configs.iter().copied().filter(|c| rule.config.as_ref().is_none_or(|p| crate::descriptor::glob(p, &c.id))) {
                         if !out.iter().any(|x| x.board == b && x.toolchain == *t && x.kernel.id == k.id && x.config.id == c.id) {
                             out.push(Coord { board: b, toolchain: t, kernel: k, config: c });
                         }
@@ -155,10 +171,22 @@ pub fn parse_filter(s: &str) -> Result<crate::descriptor::Rule, String> {
 }
 
 pub fn plan(reg: &Registry, probe: &dyn Probe) -> Option<Plan> {
-    let m = reg.matrix.as_ref()?;
+    plan_filtered(reg, probe, &[])
+}
+
+/// The plan with only the cells every filter matches (configs named by a
+/// filter may come from outside the default axis).
+pub fn plan_filtered(base: &Registry, probe: &dyn Probe, filters: &[Rule]) -> Option<Plan> {
+    let m = base.matrix.as_ref()?;
     let mut cells = Vec::new();
     let mut builds: BTreeMap<String, BuildUnit> = BTreeMap::new();
-    for c in coords(reg, m) {
+    // The registry as each kernel version sees it ([[kernel.when]]).
+    let versions: BTreeMap<&str, Option<Version>> = m.kernels.iter().map(|k| (k.id.as_str(), probe.kernel_version(k))).collect();
+    let regs: BTreeMap<&str, Registry> = versions.iter().map(|(k, v)| (*k, base.for_kernel(v.as_ref()))).collect();
+    let mut compilers: BTreeMap<(String, String), Option<Version>> = BTreeMap::new();
+    for c in coords(base, m, filters) {
+        let reg = &regs[c.kernel.id.as_str()];
+        let kernel_version = versions[c.kernel.id.as_str()].as_ref();
         let board = &reg.boards[c.board];
         let arch = &reg.arches[&board.arch];
         let tc = &reg.toolchains[c.toolchain];
@@ -174,13 +202,20 @@ pub fn plan(reg: &Registry, probe: &dyn Probe) -> Option<Plan> {
             Some(t) if m.optional_toolchains.contains(&tc.id) && !probe.toolchain_installed(&tc.id, &t.cc) => {
                 CellState::Skip(SkipReason::OptionalToolchainMissing { toolchain: tc.id.clone(), packages: t.packages.clone() })
             }
-            Some(_) => match &board.emulator {
-                Emulator::Gem5(g) if probe.gem5(&g.isa, &g.variant).is_none() => CellState::Skip(SkipReason::EmulatorNotInstalled {
-                    emulator: "gem5".into(),
-                    hint: crate::emulator::gem5_hint(&g.isa),
-                }),
-                _ => CellState::Pending,
-            },
+            Some(t) => {
+                let compiler = compilers
+                    .entry((tc.id.clone(), t.cc.clone()))
+                    .or_insert_with(|| probe.compiler_version(&t.cc, &tc.version_args).as_deref().and_then(Version::from_tool_line))
+                    .clone();
+                match (reg.incompatibility(board, tc, kernel_version, compiler.as_ref()), &board.emulator) {
+                    (Some(why), _) => CellState::Skip(why),
+                    (None, Emulator::Gem5(g)) if probe.gem5(&g.isa, &g.variant).is_none() => CellState::Skip(SkipReason::EmulatorNotInstalled {
+                        emulator: "gem5".into(),
+                        hint: crate::emulator::gem5_hint(&g.isa),
+                    }),
+                    (None, _) => CellState::Pending,
+                }
+            }
         };
         let unit = builds.entry(build_id.clone()).or_insert_with(|| BuildUnit {
             id: build_id.clone(),
@@ -204,7 +239,7 @@ pub fn plan(reg: &Registry, probe: &dyn Probe) -> Option<Plan> {
             arch: arch.id.clone(),
             toolchain: tc.id.clone(),
             kernel: c.kernel.id.clone(),
-            kernel_version: c.kernel.version.clone(),
+            kernel_version: c.kernel.version.clone().or_else(|| kernel_version.map(|v| v.to_string())),
             config: c.config.id.clone(),
             emulator: board.emulator.kind().to_string(),
             build: build_id,
@@ -213,5 +248,7 @@ pub fn plan(reg: &Registry, probe: &dyn Probe) -> Option<Plan> {
             state,
         });
     }
-    Some(Plan { schema: PLAN_SCHEMA, matrix: m.origin.clone(), cells, builds: builds.into_values().collect() })
+    let mut plan = Plan { schema: PLAN_SCHEMA, matrix: m.origin.clone(), cells, builds: builds.into_values().collect() };
+    filter(&mut plan, filters);
+    Some(plan)
 }

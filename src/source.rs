@@ -28,6 +28,33 @@ pub struct Source {
     /// KBUILD_BUILD_TIMESTAMP: fixed per source for reproducible builds.
     pub timestamp: String,
     pub label: String,
+    /// VERSION.PATCHLEVEL.SUBLEVEL of the tree's Makefile.
+    pub version: Option<crate::version::Version>,
+    /// For a git working tree: the commit checked out and whether files differ from it.
+    pub git: Option<Git>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Git {
+    pub commit: String,
+    pub dirty: bool,
+}
+
+/// `git rev-parse HEAD` and `git status --porcelain` of a working tree;
+/// None when it is not one (or git is missing).
+pub fn git_info(dir: &Path) -> Option<Git> {
+    if !dir.join(".git").exists() {
+        return None;
+    }
+    let run = |args: &[&str]| {
+        let mut c = Command::new("git");
+        c.arg("-C").arg(dir).args(args);
+        crate::process::output(c, "git").ok().filter(|o| o.success()).map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+    };
+    let commit = run(&["rev-parse", "HEAD"])?.trim().to_string();
+    // Untracked files count: a new source file changes what is built.
+    let dirty = !run(&["status", "--porcelain"])?.trim().is_empty();
+    Some(Git { commit, dirty })
 }
 
 pub fn sha256_file(path: &Path) -> Result<String> {
@@ -44,8 +71,17 @@ pub fn sha256_file(path: &Path) -> Result<String> {
     Ok(hex::encode(h.finalize()))
 }
 
-/// The newest /usr/src/linux-source-<version>.tar.xz.
-pub fn system_tarball() -> Result<PathBuf> {
+/// /usr/src/linux-source-<version>.tar.xz; without a version, the newest.
+/// A missing version is an error naming its package, never another version.
+pub fn system_tarball(version: Option<&str>) -> Result<PathBuf> {
+    if let Some(v) = version {
+        let p = PathBuf::from(format!("/usr/src/linux-source-{v}.tar.xz"));
+        return if p.is_file() {
+            Ok(p)
+        } else {
+            Err(Error::MissingTool { tool: p.display().to_string(), package: Some(format!("linux-source-{v}")) })
+        };
+    }
     let mut found: Vec<(Vec<u64>, PathBuf)> = std::fs::read_dir("/usr/src")
         .into_iter()
         .flatten()
@@ -64,9 +100,28 @@ pub fn system_tarball() -> Result<PathBuf> {
     })
 }
 
+/// The version a source will have, known without unpacking it: the
+/// declared one, a /usr/src tarball's name, a directory's Makefile. None
+/// for other tarballs and URLs (known once unpacked).
+pub fn planned_version(spec: &SourceSpec, declared: Option<&str>) -> Option<crate::version::Version> {
+    use crate::version::{of_tree, Version};
+    if let Some(v) = declared.and_then(Version::parse) {
+        return Some(v);
+    }
+    match spec {
+        SourceSpec::System { version } => {
+            let p = system_tarball(version.as_deref()).ok()?;
+            let name = p.file_name()?.to_str()?.strip_prefix("linux-source-")?.strip_suffix(".tar.xz")?.to_string();
+            Version::parse(&name)
+        }
+        SourceSpec::Path { path } if path.is_dir() => of_tree(path),
+        _ => None,
+    }
+}
+
 pub fn resolve(spec: &SourceSpec, cache: &Cache, say: &dyn Fn(&str)) -> Result<Source> {
     match spec {
-        SourceSpec::System => tarball(&system_tarball()?, cache, say),
+        SourceSpec::System { version } => tarball(&system_tarball(version.as_deref())?, cache, say),
         SourceSpec::Path { path } if path.is_dir() => directory(path),
         SourceSpec::Path { path } if path.is_file() => tarball(path, cache, say),
         SourceSpec::Path { path } => Err(Error::Usage(format!("kernel source {}: no such file or directory", path.display()))),
@@ -83,7 +138,9 @@ fn directory(path: &Path) -> Result<Source> {
         return Err(Error::Usage(format!("{} is not a kernel tree (no Makefile and Kconfig)", dir.display())));
     }
     let hash = hex::encode(Sha256::digest(dir.display().to_string().as_bytes()));
-    Ok(Source { label: dir.display().to_string(), dir, hash, mutable: true, timestamp: "@0".into() })
+    let version = crate::version::of_tree(&dir);
+    let git = git_info(&dir);
+    Ok(Source { label: dir.display().to_string(), dir, hash, mutable: true, timestamp: "@0".into(), version, git })
 }
 
 /// Remembers a tarball's hash by (path, size, mtime) so a warm run does not
@@ -110,7 +167,8 @@ fn tarball(path: &Path, cache: &Cache, say: &dyn Fn(&str)) -> Result<Source> {
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map(|d| format!("@{}", d.as_secs()))
         .unwrap_or_else(|| "@0".into());
-    Ok(Source { dir, hash, mutable: false, timestamp, label: path.display().to_string() })
+    let version = crate::version::of_tree(&dir);
+    Ok(Source { dir, hash, mutable: false, timestamp, label: path.display().to_string(), version, git: None })
 }
 
 /// Unpacks a source tarball into the cache once (content-addressed); returns

@@ -25,10 +25,14 @@ pub struct BuildArgs {
     /// A profile: `debug` adds DWARF, GDB_SCRIPTS, KALLSYMS, no KASLR.
     #[arg(long)]
     pub profile: Option<String>,
-    /// Kernel source: a directory or a tarball (default: the newest
-    /// /usr/src/linux-source-*.tar.xz).
-    #[arg(long, value_name = "DIR|TARBALL", conflicts_with = "source_url")]
+    /// Kernel source: a directory (a git working tree too) or a tarball
+    /// (default: --kernel, else the first kernel of matrix.toml).
+    #[arg(long, value_name = "DIR|TARBALL", conflicts_with_all = ["source_url", "kernel"])]
     pub source: Option<PathBuf>,
+    /// A kernel of matrix.toml (`debian-6.12`) or a Debian linux-source
+    /// version (`6.1`: /usr/src/linux-source-6.1.tar.xz).
+    #[arg(long, value_name = "ID|VERSION", conflicts_with = "source_url")]
+    pub kernel: Option<String>,
     /// Kernel tarball URL (https), verified against --sha256 before use.
     #[arg(long, value_name = "URL", requires = "sha256")]
     pub source_url: Option<String>,
@@ -62,6 +66,7 @@ impl BuildArgs {
             config: self.config.clone(),
             profile: self.profile.clone(),
             source,
+            kernel: self.kernel.clone(),
             fragments: self.fragments.clone(),
             allow_config_mismatch: self.allow_config_mismatch,
             jobs: self.jobs.unwrap_or_else(machine::default_jobs),

@@ -94,7 +94,7 @@ pub fn run(ctx: &Ctx, a: DoctorArgs) -> Result<i32> {
     let (boards, tcs) = selection(&reg, a.sel.arch.as_deref(), a.sel.board.as_deref(), &a.sel.toolchains)?;
     let reqs = host::requirements(&reg, &boards, &tcs, true);
     let requirements: Vec<Item> = reqs.iter().map(|r| Item { what: &r.what, package: &r.package, needed_by: &r.needed_by, satisfied: r.satisfied() }).collect();
-    let source = crate::source::system_tarball().ok();
+    let source = crate::source::system_tarball(None).ok();
     let kernel_source = KernelSource { satisfied: source.is_some(), path: source.map(|p| p.display().to_string()), package: KERNEL_SOURCE_PACKAGE };
     // gem5 is built from source, not installed: not a missing package, but
     // its boards skip until it is there.

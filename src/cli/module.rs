@@ -43,7 +43,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     }
     let arch = &reg.arches[&board.arch];
     let tc = &reg.toolchains[&opts.toolchain];
-    let source = crate::source::resolve(opts.source.as_ref().unwrap_or(&crate::descriptor::SourceSpec::System), &ctx.cache, &say)?;
+    let source = crate::source::resolve(&machine::source_spec(&reg, &opts), &ctx.cache, &say)?;
     let (ok, kos, log) = crate::debug::build_module(&ctx.cache, arch, tc, &source, &manifest, &dir)?;
     if !ok {
         eprintln!("{log}");

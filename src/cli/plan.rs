@@ -27,6 +27,9 @@ impl Probe for HostProbe<'_> {
     fn gem5(&self, isa: &str, variant: &str) -> Option<crate::emulator::Gem5Install> {
         self.0.gem5_install(isa, variant)
     }
+    fn compiler_version(&self, cc: &str, args: &[String]) -> Option<String> {
+        crate::host::which(cc).map(|p| crate::build::tool_version(&p, args))
+    }
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {

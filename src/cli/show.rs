@@ -154,8 +154,8 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         None => None,
         Some(id) => {
             let m = reg.matrix.as_ref().ok_or_else(|| Error::Usage("no matrix.toml: --config needs one".into()))?;
-            Some(m.configs.iter().find(|c| &c.id == id).ok_or_else(|| {
-                Error::Usage(format!("unknown config `{id}`; {}", suggest(id, "configs", m.configs.iter().map(|c| c.id.as_str()))))
+            Some(m.all_configs.iter().find(|c| &c.id == id).ok_or_else(|| {
+                Error::Usage(format!("unknown config `{id}`; {}", suggest(id, "configs", m.all_configs.iter().map(|c| c.id.as_str()))))
             })?)
         }
     };

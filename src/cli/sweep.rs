@@ -38,8 +38,7 @@ pub struct Args {
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let reg = ctx.registry()?;
-    let mut plan = plan::plan(&reg, &HostProbe(ctx)).ok_or_else(|| Error::Usage("no matrix.toml found".into()))?;
-    plan::filter(&mut plan, &a.filters);
+    let plan = plan::plan_filtered(&reg, &HostProbe(ctx), &a.filters).ok_or_else(|| Error::Usage("no matrix.toml found".into()))?;
     let jobs = a.jobs.unwrap_or_else(crate::machine::default_jobs);
     let (dir, mut results) = match &a.resume {
         Some(d) => (d.clone(), Results::load(d)?),

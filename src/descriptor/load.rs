@@ -306,6 +306,43 @@ fn content_offset(text: &str, s: &Spanned<String>) -> Option<usize> {
     None
 }
 
+/// A version range value, or an error at its span.
+fn range(file: &SourceFile, s: &Spanned<String>, d: &mut Diagnostics) -> Option<crate::version::Range> {
+    match crate::version::Range::parse(s.get_ref()) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            d.error(file, s.span(), format!("invalid version range `{}`: {e}", s.get_ref()))
+                .help("comparators with operators, comma-separated: `>=6.5`, `>=6.1, <6.12`, `=6.1`");
+            None
+        }
+    }
+}
+
+/// `[[kernel.when]]` entries; `owner` names what may not appear (an arch
+/// has no make targets, image or dtb of its own to replace).
+fn resolve_when(name: &str, file: &SourceFile, raw: &[Spanned<RawKernelWhen>], arch_level: bool, d: &mut Diagnostics) -> Vec<KernelWhen> {
+    let mut out = Vec::new();
+    for w in raw {
+        let span = w.span();
+        let w = w.get_ref();
+        if arch_level && (w.make_targets.is_some() || w.image.is_some() || w.dtb.is_some()) {
+            d.error(file, span.clone(), "an arch's [[kernel.when]] may only give `config`").help("version-dependent make targets, image and dtb belong in the board's [[kernel.when]]");
+        }
+        let r = range(file, &w.kernel, d);
+        let config = w.config.as_ref().and_then(|c| inline_fragment(name, file, c, d));
+        if let Some(kernel) = r {
+            out.push(KernelWhen {
+                kernel,
+                make_targets: w.make_targets.as_ref().map(|v| v.iter().map(|t| t.get_ref().clone()).collect()),
+                image: w.image.as_ref().map(|t| t.get_ref().clone()),
+                dtb: w.dtb.as_ref().map(|t| t.get_ref().clone()),
+                config,
+            });
+        }
+    }
+    out
+}
+
 pub fn parse_duration(s: &str) -> Option<Duration> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit())?;
@@ -384,6 +421,7 @@ fn resolve_arch(id: &str, file: &SourceFile, raw: RawArch, d: &mut Diagnostics) 
                 profiles.insert(name.clone(), f);
             }
     }
+    let when = resolve_when(id, file, &raw.kernel.when, true, d);
     if d.items.len() != before {
         return None;
     }
@@ -406,6 +444,7 @@ fn resolve_arch(id: &str, file: &SourceFile, raw: RawArch, d: &mut Diagnostics) 
             breakpoint: raw.gdb.breakpoint.map(Spanned::into_inner).unwrap_or_else(|| "break".into()),
         },
         profiles,
+        when,
     })
 }
 
@@ -449,6 +488,31 @@ fn resolve_toolchain(
             },
         );
     }
+    let mut needs = Vec::new();
+    for n in &raw.needs {
+        let n = n.get_ref();
+        if let (Some(kernel), Some(version)) = (range(file, &n.kernel, d), range(file, &n.version, d)) {
+            needs.push(Needs { kernel, version });
+        }
+    }
+    let mut unsupported = Vec::new();
+    for u in &raw.unsupported {
+        let u = u.get_ref();
+        if let Some(a) = &u.arch
+            && !arch_ids.iter().any(|x| glob(a.get_ref(), x)) {
+                d.error(file, a.span(), format!("`{}` matches no arch", a.get_ref())).help(suggest(a.get_ref(), "arches", arch_ids.iter().map(String::as_str)));
+            }
+        let kernel = u.kernel.as_ref().map(|k| range(file, k, d));
+        if matches!(kernel, Some(None)) {
+            continue;
+        }
+        unsupported.push(Unsupported {
+            arch: u.arch.as_ref().map(|a| a.get_ref().clone()),
+            board: u.board.as_ref().map(|b| b.get_ref().clone()),
+            kernel: kernel.flatten(),
+            reason: u.reason.clone(),
+        });
+    }
     if d.items.len() != before {
         return None;
     }
@@ -460,6 +524,8 @@ fn resolve_toolchain(
         version_args: raw.version_args,
         make_vars: raw.make_vars.into_iter().map(|(k, v)| (k, v.into_inner())).collect(),
         targets,
+        needs,
+        unsupported,
     })
 }
 
@@ -510,6 +576,8 @@ fn resolve_board(
         }
     }
     let config = raw.kernel.config.as_ref().and_then(|c| inline_fragment(id, file, c, d));
+    let when = resolve_when(id, file, &raw.kernel.when, false, d);
+    let kernels = raw.kernels.as_ref().and_then(|k| range(file, k, d));
     let initramfs = match raw.kernel.initramfs.as_ref().map(|s| s.get_ref().as_str()) {
         None | Some("external") => InitramfsMode::External,
         Some("embedded") => InitramfsMode::Embedded,
@@ -588,6 +656,7 @@ fn resolve_board(
         timeout: timeout?,
         memory_mib: memory?,
         host_packages: raw.host_packages.into_iter().map(Spanned::into_inner).collect(),
+        kernels,
         kernel: BoardKernel {
             base: base?,
             fragments: raw.kernel.fragments.into_iter().map(Spanned::into_inner).collect(),
@@ -600,6 +669,7 @@ fn resolve_board(
             image: raw.kernel.image.map(Spanned::into_inner).unwrap_or_else(|| arch.image.clone()),
             dtb: raw.kernel.dtb.map(Spanned::into_inner),
             initramfs,
+            when,
         },
         emulator: emulator?,
     })
@@ -723,7 +793,7 @@ fn resolve_matrix(
         let k = k.get_ref();
         let source = match (&k.path, &k.url, &k.sha256) {
             (Some(p), None, None) => Some(SourceSpec::Path { path: PathBuf::from(p.get_ref()) }),
-            (None, None, None) => Some(SourceSpec::System),
+            (None, None, None) => Some(SourceSpec::System { version: k.version.as_ref().map(|v| v.get_ref().clone()) }),
             (None, Some(u), Some(h)) => {
                 let mut ok = true;
                 if !u.get_ref().starts_with("https://") {
@@ -750,8 +820,12 @@ fn resolve_matrix(
             }
         };
         let _ = span;
+        if let Some(v) = &k.version
+            && (Version::parse(v.get_ref()).is_none() || !v.get_ref().chars().all(|c| c.is_ascii_digit() || c == '.')) {
+                d.error(file, v.span(), format!("invalid kernel version `{}`", v.get_ref())).help("a release such as `6.1` or `6.12.117`");
+            }
         if let Some(source) = source {
-            kernels.push(KernelSpec { id: id.clone(), version: k.version.clone(), source });
+            kernels.push(KernelSpec { id: id.clone(), version: k.version.as_ref().map(|v| v.get_ref().clone()), source });
         }
     }
 
@@ -759,7 +833,10 @@ fn resolve_matrix(
     let configs_listed = check_list(file, &raw.configs, "config", &config_ids, d);
     let fragment_ids: Vec<&str> = reg.fragments.keys().map(String::as_str).collect();
     let mut configs = Vec::new();
-    for id in &configs_listed {
+    // Every defined config resolves (a filter or `--config` may name one the
+    // default axis leaves out); the listed ones are the axis.
+    for id in &config_ids {
+        let id = &id.to_string();
         let c = raw.config[id].get_ref();
         let base = c.base.as_ref().and_then(|b| {
             let v = ConfigBase::parse(b.get_ref());
@@ -817,6 +894,8 @@ fn resolve_matrix(
     if d.items.len() != before {
         return None;
     }
+    let all_configs = configs.clone();
+    let configs = configs.into_iter().filter(|c| configs_listed.contains(&c.id)).collect();
     Some(Matrix {
         origin: file.display.clone(),
         timeout,
@@ -825,6 +904,7 @@ fn resolve_matrix(
         optional_toolchains,
         kernels,
         configs,
+        all_configs,
         include,
         exclude,
         overrides,

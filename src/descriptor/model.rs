@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::kconfig::Fragment;
+pub use crate::version::{Range, Version};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -44,6 +45,18 @@ pub struct Arch {
     pub gdb: Gdb,
     /// Per-profile extra config (e.g. frame pointers for `debug`).
     pub profiles: BTreeMap<String, Fragment>,
+    /// Config lines for kernel version ranges, merged into each board's.
+    pub when: Vec<KernelWhen>,
+}
+
+/// Values that hold for kernels in a version range (`[[kernel.when]]`).
+#[derive(Debug, Clone, Serialize)]
+pub struct KernelWhen {
+    pub kernel: Range,
+    pub make_targets: Option<Vec<String>>,
+    pub image: Option<String>,
+    pub dtb: Option<String>,
+    pub config: Option<Fragment>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -124,6 +137,8 @@ pub struct Board {
     pub timeout: Duration,
     pub memory_mib: u64,
     pub host_packages: Vec<String>,
+    /// Kernel versions the board runs; None: any.
+    pub kernels: Option<Range>,
     pub kernel: BoardKernel,
     pub emulator: Emulator,
 }
@@ -139,6 +154,8 @@ pub struct BoardKernel {
     pub image: String,
     pub dtb: Option<String>,
     pub initramfs: InitramfsMode,
+    /// Applied by [`Registry::for_kernel`].
+    pub when: Vec<KernelWhen>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -222,6 +239,24 @@ pub struct Toolchain {
     pub make_vars: BTreeMap<String, String>,
     /// arch id → how to target it.
     pub targets: BTreeMap<String, ToolchainTarget>,
+    pub needs: Vec<Needs>,
+    pub unsupported: Vec<Unsupported>,
+}
+
+/// Kernels in `kernel` build only with a compiler in `version`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Needs {
+    pub kernel: Range,
+    pub version: Range,
+}
+
+/// A combination the toolchain cannot do; every given field must match.
+#[derive(Debug, Clone, Serialize)]
+pub struct Unsupported {
+    pub arch: Option<String>,
+    pub board: Option<String>,
+    pub kernel: Option<Range>,
+    pub reason: String,
 }
 
 impl Toolchain {
@@ -248,7 +283,11 @@ pub struct Matrix {
     pub toolchains: Vec<String>,
     pub optional_toolchains: Vec<String>,
     pub kernels: Vec<KernelSpec>,
+    /// The config axis (`configs = [...]`).
     pub configs: Vec<ConfigSpec>,
+    /// Every `[config.<id>]`, listed or not: a `--filter config=<id>` or
+    /// `--config <id>` may select one the axis leaves out (`defconfig`).
+    pub all_configs: Vec<ConfigSpec>,
     pub include: Vec<Rule>,
     pub exclude: Vec<Rule>,
     pub overrides: Vec<Override>,
@@ -264,8 +303,9 @@ pub struct KernelSpec {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case", tag = "kind")]
 pub enum SourceSpec {
-    /// The newest /usr/src/linux-source-*.tar.xz.
-    System,
+    /// /usr/src/linux-source-<version>.tar.xz (Debian's linux-source-<version>),
+    /// or the newest one when no version is given.
+    System { version: Option<String> },
     /// A directory or a tarball.
     Path { path: PathBuf },
     Url { url: String, sha256: String },
@@ -350,6 +390,67 @@ impl Registry {
     /// An arch by id or alias.
     pub fn arch(&self, name: &str) -> Option<&Arch> {
         self.arches.get(name).or_else(|| self.arches.values().find(|a| a.aliases.iter().any(|x| x == name)))
+    }
+
+    /// The registry as it holds for one kernel version: every board's
+    /// `[[kernel.when]]` entries that match are applied, and its arch's
+    /// config lines merged in. An unknown version applies none.
+    pub fn for_kernel(&self, version: Option<&Version>) -> Registry {
+        let mut reg = self.clone();
+        let Some(v) = version else { return reg };
+        for b in reg.boards.values_mut() {
+            let arch_when = self.arches.get(&b.arch).map(|a| a.when.as_slice()).unwrap_or_default();
+            for w in arch_when.iter().chain(&self.boards[&b.id].kernel.when).filter(|w| w.kernel.contains(v)) {
+                if let Some(t) = &w.make_targets {
+                    b.kernel.make_targets = t.clone();
+                }
+                if let Some(i) = &w.image {
+                    b.kernel.image = i.clone();
+                }
+                if let Some(d) = &w.dtb {
+                    b.kernel.dtb = Some(d.clone());
+                }
+                if let Some(c) = &w.config {
+                    match &mut b.kernel.config {
+                        Some(f) => f.entries.extend(c.entries.iter().cloned()),
+                        None => b.kernel.config = Some(Fragment { name: b.id.clone(), ..c.clone() }),
+                    }
+                }
+            }
+        }
+        reg
+    }
+
+    /// Why this board cannot run this kernel with this toolchain, if it
+    /// cannot: the board's kernel range, the toolchain's `unsupported`
+    /// entries, the compiler version the kernel needs. Unknown versions
+    /// pass the version checks (the build then says what it says).
+    pub fn incompatibility(&self, board: &Board, tc: &Toolchain, kernel: Option<&Version>, compiler: Option<&Version>) -> Option<crate::outcome::SkipReason> {
+        use crate::outcome::SkipReason;
+        if let (Some(r), Some(v)) = (&board.kernels, kernel)
+            && !r.contains(v) {
+                return Some(SkipReason::KernelOutOfRange { board: board.id.clone(), range: r.to_string(), version: v.to_string() });
+            }
+        for u in &tc.unsupported {
+            let arch_ok = u.arch.as_deref().is_none_or(|p| glob(p, &board.arch));
+            let board_ok = u.board.as_deref().is_none_or(|p| glob(p, &board.id));
+            let kernel_ok = match (&u.kernel, kernel) {
+                (None, _) => true,
+                (Some(r), Some(v)) => r.contains(v),
+                (Some(_), None) => false,
+            };
+            if arch_ok && board_ok && kernel_ok {
+                return Some(SkipReason::Unsupported { toolchain: tc.id.clone(), reason: u.reason.clone() });
+            }
+        }
+        if let (Some(k), Some(c)) = (kernel, compiler) {
+            for n in tc.needs.iter().filter(|n| n.kernel.contains(k)) {
+                if !n.version.contains(c) {
+                    return Some(SkipReason::CompilerTooOld { toolchain: tc.id.clone(), version: c.to_string(), kernel: k.to_string(), needs: n.version.to_string() });
+                }
+            }
+        }
+        None
     }
 }
 

@@ -41,6 +41,23 @@ pub struct RawArch {
 pub struct RawArchKernel {
     pub make_targets: Vec<S<String>>,
     pub image: S<String>,
+    /// Values for a kernel version range (only `config` at the arch level).
+    #[serde(default)]
+    pub when: Vec<S<RawKernelWhen>>,
+}
+
+/// `[[kernel.when]]`: values that hold for kernels in a version range. Every
+/// matching entry applies, in file order: lists and paths replace the
+/// board's, config lines are merged after the board's own.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawKernelWhen {
+    /// A version range: `>=6.5`, `>=6.1, <6.12`.
+    pub kernel: S<String>,
+    pub make_targets: Option<Vec<S<String>>>,
+    pub image: Option<S<String>>,
+    pub dtb: Option<S<String>>,
+    pub config: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -72,6 +89,8 @@ pub struct RawBoard {
     pub memory: S<String>,
     #[serde(default)]
     pub host_packages: Vec<S<String>>,
+    /// Kernel versions the board can run (a range); cells outside are skips.
+    pub kernels: Option<S<String>>,
     pub kernel: RawBoardKernel,
     pub qemu: Option<S<RawQemu>>,
     pub gem5: Option<S<RawGem5>>,
@@ -91,6 +110,8 @@ pub struct RawBoardKernel {
     pub image: Option<S<String>>,
     pub dtb: Option<S<String>>,
     pub initramfs: Option<S<String>>,
+    #[serde(default)]
+    pub when: Vec<S<RawKernelWhen>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -151,6 +172,35 @@ pub struct RawToolchain {
     #[serde(default)]
     pub make_vars: BTreeMap<String, S<String>>,
     pub targets: BTreeMap<String, S<RawToolchainTarget>>,
+    /// The oldest compiler each kernel range builds with (the kernel's
+    /// scripts/min-tool-version.sh).
+    #[serde(default)]
+    pub needs: Vec<S<RawNeeds>>,
+    /// Combinations this toolchain cannot build or boot, and why.
+    #[serde(default)]
+    pub unsupported: Vec<S<RawUnsupported>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawNeeds {
+    /// Kernel version range.
+    pub kernel: S<String>,
+    /// Compiler version range the kernel accepts.
+    pub version: S<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawUnsupported {
+    /// Arch id glob.
+    pub arch: Option<S<String>>,
+    /// Board id glob.
+    pub board: Option<S<String>>,
+    /// Kernel version range.
+    pub kernel: Option<S<String>>,
+    /// Shown as the skip reason.
+    pub reason: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -193,7 +243,9 @@ pub struct RawMatrix {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RawKernel {
-    pub version: Option<String>,
+    /// The release the kernel is (`6.1`): selects /usr/src/linux-source-<version>
+    /// when no path or url is given, and is checked against the tree.
+    pub version: Option<S<String>>,
     pub path: Option<S<String>>,
     pub url: Option<S<String>>,
     pub sha256: Option<S<String>>,

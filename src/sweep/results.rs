@@ -20,8 +20,22 @@ pub struct CellResult {
     pub board: String,
     pub arch: String,
     pub toolchain: String,
+    /// The matrix's label for the kernel.
     pub kernel: String,
+    /// The version the matrix declares (or the tree's, when it declares none).
     pub kernel_version: Option<String>,
+    /// What the built kernel reports (include/config/kernel.release).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_release: Option<String>,
+    /// Where the tree came from (tarball, directory, URL).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_source: Option<String>,
+    /// A git working tree's commit and whether it differed from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git: Option<crate::source::Git>,
+    /// First line of the compiler's `--version`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub toolchain_version: Option<String>,
     pub config: String,
     pub emulator: String,
     pub build: String,

@@ -44,6 +44,10 @@ fn base_result(c: &Cell) -> CellResult {
         toolchain: c.toolchain.clone(),
         kernel: c.kernel.clone(),
         kernel_version: c.kernel_version.clone(),
+        kernel_release: None,
+        kernel_source: None,
+        git: None,
+        toolchain_version: None,
         config: c.config.clone(),
         emulator: c.emulator.clone(),
         build: c.build.clone(),
@@ -173,9 +177,38 @@ fn worker(
 ) -> Result<()> {
     let interrupted = crate::process::interrupted();
     let source = source.as_ref().map_err(|e| Error::Infra(format!("kernel source: {e}")))?;
+    // A result never carries a version it did not build.
+    if let (Some(declared), Some(v)) = (&unit.kernel.version, &source.version)
+        && !v.is_named_by(declared) {
+            return Err(Error::Infra(format!("kernel `{}` is declared as {declared}, but {} is {v}", unit.kernel.id, source.label)));
+        }
+    // Descriptors as they hold for the tree actually unpacked.
+    let reg = &reg.for_kernel(source.version.as_ref());
     let arch = &reg.arches[&unit.arch];
     let tc = &reg.toolchains[&unit.toolchain];
     let board = &reg.boards[&cells[0].board];
+    let planned = cells[0].kernel_version.as_deref().and_then(crate::version::Version::parse);
+    let inputs = if planned == source.version {
+        unit.inputs.clone()
+    } else {
+        let spec = reg.matrix.as_ref().and_then(|m| m.all_configs.iter().find(|c| c.id == unit.config));
+        crate::recipe::config_inputs(reg, arch, board, spec)
+    };
+    let mut targets = unit.targets.clone();
+    for c in cells {
+        for t in &reg.boards[&c.board].kernel.make_targets {
+            if !targets.contains(t) {
+                targets.push(t.clone());
+            }
+        }
+    }
+    let stamp = |r: &mut CellResult| {
+        r.kernel_source = Some(source.label.clone());
+        r.git = source.git.clone();
+        if r.kernel_version.is_none() {
+            r.kernel_version = source.version.as_ref().map(|v| v.to_string());
+        }
+    };
     let _ = tx.send(Event::BuildStarted { build: unit.id.clone(), arch: arch.id.clone(), toolchain: tc.id.clone(), cells: cells.len() });
     // A build unit with an embedded initramfs only serves boards that want
     // one (the plan keys builds by that), so the first board decides.
@@ -183,10 +216,10 @@ fn worker(
         arch,
         board,
         toolchain: tc,
-        inputs: unit.inputs.clone(),
+        inputs,
         source,
         allow_config_mismatch: false,
-        extra_targets: unit.targets.clone(),
+        extra_targets: targets,
     };
     let t0 = Instant::now();
     let outcome = build::build(cache, &req, jobs, &|l: &str| {
@@ -221,6 +254,7 @@ fn worker(
             let kept = keep_log(&opts.dir, &log, &build_log_name);
             for c in cells {
                 let mut r = base_result(c);
+                stamp(&mut r);
                 r.verdict = Verdict::BuildFail;
                 r.detail = Some(detail.clone());
                 r.build_log = kept.clone();
@@ -236,6 +270,9 @@ fn worker(
             return Err(Error::Interrupted);
         }
         let mut r = base_result(c);
+        stamp(&mut r);
+        r.kernel_release = manifest.kernel_release();
+        r.toolchain_version = Some(manifest.toolchain_version.clone());
         r.build_log = build_log.clone();
         r.build_reused = Some(reused);
         r.build_seconds = Some(manifest.build_seconds);
