@@ -31,6 +31,7 @@ pub mod descriptor;
 pub mod emulator;
 pub mod error;
 pub mod gdb;
+pub mod history;
 pub mod host;
 pub mod kconfig;
 pub mod machine;

@@ -13,6 +13,8 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "kebab-case")]
 pub enum Verdict {
     Pass,
+    /// Failed, then passed when retried: the kernel boots, but not always.
+    Flaky,
     BuildFail,
     BootFail,
     Panic,
@@ -27,6 +29,8 @@ pub enum Verdict {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Class {
     Pass,
+    /// Passed on a retry: shown apart, never as a plain pass (exit 0).
+    Flaky,
     /// The kernel failed (exit 1).
     KernelFail,
     Skip,
@@ -35,8 +39,9 @@ pub enum Class {
 }
 
 impl Verdict {
-    pub const ALL: [Verdict; 9] = [
+    pub const ALL: [Verdict; 10] = [
         Verdict::Pass,
+        Verdict::Flaky,
         Verdict::BuildFail,
         Verdict::BootFail,
         Verdict::Panic,
@@ -51,6 +56,7 @@ impl Verdict {
     pub fn name(self) -> &'static str {
         match self {
             Verdict::Pass => "pass",
+            Verdict::Flaky => "flaky",
             Verdict::BuildFail => "build-fail",
             Verdict::BootFail => "boot-fail",
             Verdict::Panic => "panic",
@@ -65,6 +71,7 @@ impl Verdict {
     pub fn class(self) -> Class {
         match self {
             Verdict::Pass => Class::Pass,
+            Verdict::Flaky => Class::Flaky,
             Verdict::BuildFail | Verdict::BootFail | Verdict::Panic | Verdict::Oops | Verdict::Timeout | Verdict::CmdFail => Class::KernelFail,
             Verdict::InfraError => Class::Infra,
             Verdict::Skip => Class::Skip,

@@ -5,6 +5,7 @@
 //! ([`report`], [`progress`]) are separate; they meet only in [`Event`]s
 //! and in the [`results::Results`] file, which every reporter reads.
 
+pub mod compare;
 pub mod events;
 pub mod progress;
 pub mod report;

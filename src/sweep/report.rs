@@ -96,8 +96,9 @@ impl<'a> Grid<'a> {
                 // A skip says nothing about the kernel: anything that ran wins.
                 Class::Skip => 0,
                 Class::Pass => 1,
-                Class::Infra => 2,
-                Class::KernelFail => 3,
+                Class::Flaky => 2,
+                Class::Infra => 3,
+                Class::KernelFail => 4,
             })
         })
     }
@@ -106,6 +107,7 @@ impl<'a> Grid<'a> {
 fn short(c: &CellResult) -> String {
     match (c.verdict, c.boot_to_marker_seconds) {
         (Verdict::Pass, Some(t)) => format!("pass {t:.2}s"),
+        (Verdict::Flaky, Some(t)) => format!("flaky {t:.2}s"),
         (v, _) => v.name().to_string(),
     }
 }
@@ -113,6 +115,7 @@ fn short(c: &CellResult) -> String {
 fn color(v: Verdict) -> Color {
     match v.class() {
         Class::Pass => Color::Green,
+        Class::Flaky => Color::Yellow,
         Class::Skip => Color::DarkGrey,
         Class::Infra => Color::Magenta,
         Class::KernelFail => Color::Red,
@@ -204,6 +207,16 @@ pub fn junit(r: &Results) -> String {
         };
         let status = match v.class() {
             Class::Pass => TestCaseStatus::success(),
+            Class::Flaky => {
+                // JUnit's flaky run: passed, with the failed attempt kept.
+                let mut s = TestCaseStatus::success();
+                if let TestCaseStatus::Success { flaky_runs } = &mut s {
+                    let mut run = quick_junit::TestRerun::new(NonSuccessKind::Failure);
+                    run.set_message(c.detail.clone().unwrap_or_else(|| "failed, then passed on a retry".into()));
+                    flaky_runs.push(run);
+                }
+                s
+            }
             Class::Skip => {
                 let mut s = TestCaseStatus::skipped();
                 s.set_message(c.detail.clone().unwrap_or_default());
@@ -250,6 +263,7 @@ pub fn html(r: &Results, layout: &Layout) -> String {
                 Some(cell) => {
                     let class = match cell.verdict.class() {
                         Class::Pass => "pass",
+                        Class::Flaky => "flaky",
                         Class::Skip => "skip",
                         Class::Infra => "infra-error",
                         Class::KernelFail => "fail",
@@ -342,6 +356,8 @@ mod tests {
             build_log: Some("logs/b.build.log".into()),
             console_log: Some(format!("logs/id-{board}.console.log")),
             console_log_cut: false,
+            attempts: None,
+            stack_log: None,
         }
     }
 

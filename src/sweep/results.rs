@@ -3,6 +3,7 @@
 //! killed sweep leaves valid results for the cells it finished and
 //! `kmatrix sweep --resume <dir>` can run only the missing ones.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -54,6 +55,39 @@ pub struct CellResult {
     /// still read and judged to the end).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub console_log_cut: bool,
+    /// Boots it took (retries of a failed boot included).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<u32>,
+    /// For panic/oops cells: the stack decoded to file:line by the
+    /// kernel's scripts/decode_stacktrace.sh (relative path of the text).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stack_log: Option<String>,
+}
+
+/// What a report says it is about, gathered when the sweep ends.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Environment {
+    pub host: String,
+    /// The host's `uname -sr` and machine.
+    pub host_kernel: String,
+    /// PRETTY_NAME of /etc/os-release.
+    pub os: Option<String>,
+    /// Kernel label → what was built from it.
+    pub kernels: BTreeMap<String, KernelInfo>,
+    /// Toolchain id → the distinct `--version` lines its compilers gave.
+    pub toolchains: BTreeMap<String, Vec<String>>,
+    /// Emulator binary → its `--version` line (or why there is none).
+    pub emulators: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct KernelInfo {
+    pub source: Option<String>,
+    /// Releases the built kernels report (`uname -r`), distinct.
+    pub releases: Vec<String>,
+    /// Git commits (with `-dirty`), distinct.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub commits: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -69,6 +103,8 @@ pub struct Results {
     pub wall_seconds: Option<f64>,
     /// kmatrix's own peak resident set (KiB), all threads.
     pub peak_rss_kib: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<Environment>,
     pub cells: Vec<CellResult>,
 }
 
@@ -84,6 +120,7 @@ impl Results {
             jobs,
             wall_seconds: None,
             peak_rss_kib: None,
+            environment: None,
             cells: Vec::new(),
         }
     }
@@ -100,6 +137,10 @@ impl Results {
 
     pub fn save(&self, dir: &Path) -> Result<()> {
         write_atomic(&dir.join("results.json"), serde_json::to_string_pretty(self).expect("serialises").as_bytes())
+    }
+
+    pub fn flaky(&self) -> usize {
+        self.cells.iter().filter(|c| c.verdict == Verdict::Flaky).count()
     }
 
     pub fn counts(&self) -> (usize, usize, usize, usize) {

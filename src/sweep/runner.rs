@@ -61,6 +61,8 @@ fn base_result(c: &Cell) -> CellResult {
         build_log: None,
         console_log: None,
         console_log_cut: false,
+        attempts: None,
+        stack_log: None,
     }
 }
 
