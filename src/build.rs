@@ -88,6 +88,35 @@ pub struct Request<'a> {
     pub extra_targets: Vec<String>,
 }
 
+/// What the last build of the same inputs took: the base of a running
+/// build's progress and ETA.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, serde::Deserialize)]
+pub struct Estimate {
+    pub objects: u64,
+    pub seconds: f64,
+}
+
+/// A kbuild progress line (`  CC      init/main.o`, `  LD      vmlinux`).
+pub fn is_object_line(line: &str) -> bool {
+    let Some(rest) = line.strip_prefix("  ") else { return false };
+    let word: String = rest.chars().take_while(|c| !c.is_whitespace()).collect();
+    (2..=8).contains(&word.len())
+        && word.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_' || c == '-')
+        && rest[word.len()..].starts_with(' ')
+}
+
+/// Estimates are keyed by what makes two builds alike, without the source's
+/// content: tonight's tarball estimates from last night's of the same series.
+fn estimate_file(cache: &Cache, req: &Request) -> Option<PathBuf> {
+    let series = req.source.version.as_ref().map(|v| v.to_string().rsplit_once('.').map(|(a, _)| a.to_string()).unwrap_or_default());
+    let key = sha(&(&req.arch.id, &req.toolchain.id, req.inputs.identity(), series, req.source.mutable.then_some(&req.source.hash)));
+    Some(cache.dir("estimates").ok()?.join(format!("{}.json", &key[..24])))
+}
+
+pub fn estimate(cache: &Cache, req: &Request) -> Option<Estimate> {
+    serde_json::from_str(&std::fs::read_to_string(estimate_file(cache, req)?).ok()?).ok()
+}
+
 /// First line of `<tool> --version`: part of every cache key, so a
 /// compiler upgrade rebuilds.
 pub fn tool_version(tool: &Path, args: &[String]) -> String {
@@ -303,9 +332,21 @@ pub fn build(cache: &Cache, req: &Request, jobs: &jobserver::Client, echo: &dyn 
     let _ = std::fs::remove_file(dir.join("failure.json"));
     echo(&format!("building {} in {}", targets.join(" "), dir.display()));
     let t0 = Instant::now();
-    let (ok, c) = run_logged(&r.build, &log, Some(jobs), Some(&_tree_lock), echo)?;
+    let objects = std::sync::atomic::AtomicU64::new(0);
+    let count = |l: &str| {
+        if is_object_line(l) {
+            objects.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        echo(l)
+    };
+    let (ok, c) = run_logged(&r.build, &log, Some(jobs), Some(&_tree_lock), &count)?;
     cpu += c;
     let secs = t0.elapsed().as_secs_f64();
+    let objects = objects.into_inner();
+    if ok
+        && let Some(f) = estimate_file(cache, req) {
+            let _ = write_atomic(&f, serde_json::to_string(&Estimate { objects, seconds: secs }).expect("serialises").as_bytes());
+        }
     if !ok {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         let errors = first_errors(&text, 10);
@@ -334,7 +375,7 @@ pub fn build(cache: &Cache, req: &Request, jobs: &jobserver::Client, echo: &dyn 
         cpu_seconds: cpu,
         config_warnings: mismatches,
         dir: dir.clone(),
-        objects: 0,
+        objects,
     };
     write_atomic(&dir.join("manifest.json"), serde_json::to_string_pretty(&m).expect("serialises").as_bytes())?;
     Ok(BuildOutcome::Built { manifest: Box::new(m), reused: false })

@@ -174,3 +174,23 @@ pub fn silence_is_a_hang(board: &Board) -> bool {
         Emulator::Gem5(_) => false,
     }
 }
+
+/// The emulator a board runs on and its version, for a report's header:
+/// `(name, version line)`; a missing one says so instead of a version.
+pub fn describe(board: &Board, gem5: &dyn Fn(&str, &str) -> Option<Gem5Install>) -> (String, String) {
+    match &board.emulator {
+        Emulator::Qemu(q) => {
+            let v = crate::host::which(&q.binary)
+                .map(|p| crate::build::tool_version(&p, &["--version".to_string()]))
+                .unwrap_or_else(|| "not installed".into());
+            (q.binary.clone(), v)
+        }
+        Emulator::Gem5(g) => {
+            let v = match gem5(&g.isa, &g.variant) {
+                Some(i) => format!("{} ({})", i.version.clone().unwrap_or_else(|| "gem5".into()), i.binary.display()),
+                None => format!("not built: {}", gem5_hint(&g.isa)),
+            };
+            (format!("gem5 {} ({})", g.isa, g.variant), v)
+        }
+    }
+}

@@ -43,4 +43,5 @@ pub mod recipe;
 pub mod rootfs;
 pub mod source;
 pub mod sweep;
+pub mod triage;
 pub mod version;

@@ -113,7 +113,7 @@ impl Serialize for Range {
 pub fn of_tree(dir: &std::path::Path) -> Option<Version> {
     let text = std::fs::read_to_string(dir.join("Makefile")).ok()?;
     let get = |key: &str| -> Option<u64> {
-        text.lines().take(20).find_map(|l| {
+        text.lines().find_map(|l| {
             let (k, v) = l.split_once('=')?;
             (k.trim() == key).then(|| v.trim().parse().ok()).flatten()
         })

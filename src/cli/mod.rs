@@ -9,6 +9,7 @@ mod completions;
 mod debug;
 mod emulator;
 mod doctor;
+mod history;
 mod list;
 mod module;
 mod plan;
@@ -66,6 +67,8 @@ pub enum Cmd {
     Sweep(sweep::Args),
     /// Render a sweep's results (table, markdown, json, junit, html) or compare two runs.
     Report(report::Args),
+    /// A nightly's cell results over time (from `sweep --history ROOT`).
+    History(history::Args),
     /// Inspect or trim the build cache.
     Cache(cache::Args),
     /// gdb on a kernel: debug build, halted boot, gdb-multiarch attached.
@@ -152,6 +155,7 @@ pub fn main() -> i32 {
         Cmd::Boot(a) => boot::run(&ctx, a),
         Cmd::Sweep(a) => sweep::run(&ctx, a),
         Cmd::Report(a) => report::run(&ctx, a),
+        Cmd::History(a) => history::run(&ctx, a),
         Cmd::Cache(a) => cache::run(&ctx, a),
         Cmd::Debug(a) => debug::run(&ctx, a),
         Cmd::Module(a) => module::run(&ctx, a),

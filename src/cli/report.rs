@@ -22,8 +22,9 @@ pub struct Args {
     dir: PathBuf,
     #[arg(long, value_enum, default_value = "table")]
     format: Format,
-    /// Compare with an earlier results directory: regressions and fixes
-    /// (exit 1 when there are regressions).
+    /// Compare with an earlier results directory: regressions, fixes,
+    /// flakes, new and removed cells, boot times beyond noise (exit 1 when
+    /// a kernel fails that did not before).
     #[arg(long, value_name = "DIR")]
     compare: Option<PathBuf>,
     /// Coordinates making the table's rows (default: board,toolchain).
@@ -38,9 +39,9 @@ pub fn run(_ctx: &Ctx, a: Args) -> Result<i32> {
     let r = Results::load(&a.dir)?;
     if let Some(prev) = &a.compare {
         let old = Results::load(prev)?;
-        let (text, regressions) = report::compare(&old, &r);
-        print!("{text}");
-        return Ok(if regressions > 0 { exit::KERNEL_FAILURE } else { exit::OK });
+        let c = crate::sweep::compare::compare(&old, &r, &prev.display().to_string());
+        print!("{}", c.text());
+        return Ok(if c.new_failures() > 0 { exit::KERNEL_FAILURE } else { exit::OK });
     }
     let layout = report::Layout { rows: a.rows, cols: a.cols };
     match a.format {

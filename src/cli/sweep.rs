@@ -1,17 +1,22 @@
 //! `kmatrix sweep`: run every cell of matrix.toml in parallel and write a
-//! results directory; `--resume <dir>` runs only the cells it lacks.
+//! results directory; `--resume <dir>` runs only the cells it lacks;
+//! `--history <root>` makes it a nightly (dated run directory, comparison
+//! with the previous complete run, history database, HTML report, a lock
+//! against overlapping nightlies).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use crate::cli::plan::HostProbe;
 use crate::cli::Ctx;
-use crate::error::{Error, Result};
+use crate::error::{exit, Error, Result};
+use crate::history::{self, History, NightlyLock};
 use crate::plan;
+use crate::sweep::compare::{self, Comparison};
 use crate::sweep::progress::Progress;
-use crate::sweep::results::{now, peak_rss_kib, Results};
-use crate::sweep::{report, runner, Event};
+use crate::sweep::results::{now, peak_rss_kib, utc, Results};
+use crate::sweep::{environment, report, runner, Event};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -19,11 +24,22 @@ pub struct Args {
     #[arg(long, short = 'j')]
     jobs: Option<usize>,
     /// Where to write results (default: kmatrix-results/<timestamp>).
-    #[arg(long, value_name = "DIR", conflicts_with = "resume")]
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["resume", "history"])]
     results_dir: Option<PathBuf>,
     /// Continue an interrupted sweep: run only the cells missing from DIR.
     #[arg(long, value_name = "DIR")]
     resume: Option<PathBuf>,
+    /// A nightly's results root: this run goes into ROOT/<UTC date>/, is
+    /// compared with the previous complete run there, indexed in
+    /// ROOT/history.sqlite and rendered to report.html. One sweep at a time
+    /// per ROOT. Exit status: 0 nothing new failed, 1 a kernel regressed
+    /// (or a new cell fails), 2 infrastructure broke.
+    #[arg(long, value_name = "ROOT", env = "KMATRIX_HISTORY", conflicts_with = "resume")]
+    history: Option<PathBuf>,
+    /// Boots of a cell that failed at boot time before the failure counts;
+    /// a pass on a retry is `flaky`.
+    #[arg(long, value_name = "N", default_value = "1")]
+    retries: u32,
     /// Fail a boot whose console is silent this long (seconds; 0 disables).
     #[arg(long, value_name = "SECS", default_value = "60")]
     no_output_timeout: u64,
@@ -31,18 +47,37 @@ pub struct Args {
     #[arg(long, value_name = "MIB", default_value = "64")]
     console_log_limit: u64,
     /// Only cells matching key=pattern (board, arch, toolchain, kernel,
-    /// config; `*` globs); repeatable, all must match.
+    /// config; `*` globs); repeatable, all must match. A config filter may
+    /// name a config of matrix.toml that the default axis leaves out.
     #[arg(long = "filter", value_name = "KEY=PATTERN", value_parser = plan::parse_filter)]
     filters: Vec<crate::descriptor::Rule>,
+}
+
+/// A new run directory under a history root, named by its UTC start.
+fn dated_dir(root: &Path) -> PathBuf {
+    let base = utc(now()).replace(':', "-");
+    let mut dir = root.join(&base);
+    let mut n = 2;
+    while dir.exists() {
+        dir = root.join(format!("{base}.{n}"));
+        n += 1;
+    }
+    dir
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let reg = ctx.registry()?;
     let plan = plan::plan_filtered(&reg, &HostProbe(ctx), &a.filters).ok_or_else(|| Error::Usage("no matrix.toml found".into()))?;
     let jobs = a.jobs.unwrap_or_else(crate::machine::default_jobs);
-    let (dir, mut results) = match &a.resume {
-        Some(d) => (d.clone(), Results::load(d)?),
-        None => {
+    // A resumed run of a nightly still belongs to its history root.
+    let root = a.history.clone().or_else(|| {
+        a.resume.as_ref().and_then(|d| d.parent()).filter(|p| p.join("history.sqlite").is_file()).map(Path::to_path_buf)
+    });
+    let _lock = root.as_deref().map(NightlyLock::take).transpose()?;
+    let (dir, mut results) = match (&a.resume, &root) {
+        (Some(d), _) => (d.clone(), Results::load(d)?),
+        (None, Some(r)) => (dated_dir(r), Results::new(jobs)),
+        (None, None) => {
             let d = a.results_dir.clone().unwrap_or_else(|| PathBuf::from("kmatrix-results").join(crate::machine::stamp()));
             (d, Results::new(jobs))
         }
@@ -63,6 +98,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         done,
         no_output_timeout: (a.no_output_timeout > 0).then(|| Duration::from_secs(a.no_output_timeout)),
         console_log_limit: a.console_log_limit << 20,
+        retries: a.retries,
     };
     let start = Instant::now();
     let (tx, rx) = mpsc::channel::<Event>();
@@ -71,7 +107,15 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let run_result = std::thread::scope(|s| {
         let h = s.spawn(|| runner::run(&ctx.cache, &reg, &plan, &opts, &gem5, tx));
         // Every event reaches every reporter: the live view and the results file.
-        for e in rx {
+        loop {
+            let e = match rx.recv_timeout(Duration::from_secs(1)) {
+                Ok(e) => e,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    progress.tick();
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            };
             progress.event(&e);
             match e {
                 Event::CellFinished(r) => {
@@ -89,9 +133,49 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     results.wall_seconds = Some(start.elapsed().as_secs_f64());
     results.peak_rss_kib = peak_rss_kib();
     results.cells.sort_by(|a, b| (&a.board, &a.toolchain, &a.kernel, &a.config).cmp(&(&b.board, &b.toolchain, &b.kernel, &b.config)));
+    results.environment = Some(environment::gather(&reg, &plan, &results, &gem5));
     results.save(&dir)?;
     run_result?;
     println!("{}", report::table(&results, crate::cli::colour(std::io::IsTerminal::is_terminal(&std::io::stdout())), &report::Layout::default()));
+    let cmp = match &root {
+        Some(root) => nightly(root, &dir, &results)?,
+        None => None,
+    };
     println!("results: {} ({:.0}s)", dir.display(), start.elapsed().as_secs_f64());
-    Ok(results.exit_code())
+    Ok(exit_code(&results, cmp.as_ref()))
+}
+
+/// Compares with the previous complete run, indexes the run, writes its
+/// HTML report; prints the comparison.
+fn nightly(root: &Path, dir: &Path, results: &Results) -> Result<Option<Comparison>> {
+    let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+    let cmp = history::previous_complete(root, &name).map(|(prev, old)| compare::compare(&old, results, &prev));
+    match &cmp {
+        Some(c) => print!("{}", c.text()),
+        None => println!("no earlier complete run in {}: nothing to compare with", root.display()),
+    }
+    let mut h = History::open(root)?;
+    h.sync()?;
+    h.record(&name, results)?;
+    let points = h.points(&|_| true)?;
+    let html = { let _ = &points; report::html(results, &report::Layout::default()) }; // SWITCH-TO-PAGE
+    crate::cache::write_atomic(&dir.join("report.html"), html.as_bytes())?;
+    println!("report: {}", dir.join("report.html").display());
+    Ok(cmp)
+}
+
+/// 0 all good; 1 a kernel failed (against a previous run: only failures
+/// it did not have); 2 infrastructure; 130 interrupted.
+fn exit_code(r: &Results, cmp: Option<&Comparison>) -> i32 {
+    let (_, _, _, infra) = r.counts();
+    match cmp {
+        Some(c) if !r.interrupted && infra == 0 => {
+            if c.new_failures() > 0 {
+                exit::KERNEL_FAILURE
+            } else {
+                exit::OK
+            }
+        }
+        _ => r.exit_code(),
+    }
 }

@@ -8,7 +8,10 @@ use super::results::CellResult;
 #[derive(Debug, Clone)]
 pub enum Event {
     RunStarted { dir: PathBuf, cells: usize, to_run: usize, builds: usize, jobs: usize },
-    BuildStarted { build: String, arch: String, toolchain: String, cells: usize },
+    /// `estimate`: what the last build of the same inputs took.
+    BuildStarted { build: String, arch: String, toolchain: String, cells: usize, estimate: Option<crate::build::Estimate> },
+    /// Compile steps make has printed so far (sent every few seconds).
+    BuildProgress { build: String, objects: u64 },
     BuildFinished { build: String, ok: bool, reused: bool, seconds: f64, cpu_seconds: f64, detail: Option<String> },
     BootStarted { cell: String, board: String },
     /// Something a user should see: a wait for a cache entry another run

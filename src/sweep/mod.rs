@@ -6,7 +6,9 @@
 //! and in the [`results::Results`] file, which every reporter reads.
 
 pub mod compare;
+pub mod environment;
 pub mod events;
+pub mod html;
 pub mod progress;
 pub mod report;
 pub mod results;

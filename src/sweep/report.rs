@@ -60,16 +60,16 @@ impl Default for Layout {
     }
 }
 
-struct Grid<'a> {
-    row_names: Vec<&'static str>,
-    rows: Vec<Vec<String>>,
-    cols: Vec<String>,
+pub(crate) struct Grid<'a> {
+    pub(crate) row_names: Vec<&'static str>,
+    pub(crate) rows: Vec<Vec<String>>,
+    pub(crate) cols: Vec<String>,
     /// (row, column) → the cells there (several when the layout leaves a
     /// coordinate out; the worst verdict is shown).
-    cells: BTreeMap<(Vec<String>, String), Vec<&'a CellResult>>,
+    pub(crate) cells: BTreeMap<(Vec<String>, String), Vec<&'a CellResult>>,
 }
 
-fn grid<'a>(r: &'a Results, l: &Layout) -> Grid<'a> {
+pub(crate) fn grid<'a>(r: &'a Results, l: &Layout) -> Grid<'a> {
     let mut rows = Vec::new();
     let mut cols = Vec::new();
     let mut cells: BTreeMap<(Vec<String>, String), Vec<&CellResult>> = BTreeMap::new();
@@ -90,7 +90,7 @@ fn grid<'a>(r: &'a Results, l: &Layout) -> Grid<'a> {
 
 impl<'a> Grid<'a> {
     /// The cell to show: the worst verdict when several fall together.
-    fn get(&self, row: &[String], col: &str) -> Option<&'a CellResult> {
+    pub(crate) fn get(&self, row: &[String], col: &str) -> Option<&'a CellResult> {
         self.cells.get(&(row.to_vec(), col.to_string())).and_then(|v| {
             v.iter().copied().max_by_key(|c| match c.verdict.class() {
                 // A skip says nothing about the kernel: anything that ran wins.
@@ -125,6 +125,10 @@ fn color(v: Verdict) -> Color {
 pub fn summary(r: &Results) -> String {
     let (pass, fail, skip, infra) = r.counts();
     let mut s = format!("{pass} passed, {fail} failed, {skip} skipped");
+    let flaky = r.flaky();
+    if flaky > 0 {
+        s = format!("{pass} passed, {flaky} flaky, {fail} failed, {skip} skipped");
+    }
     if infra > 0 {
         s.push_str(&format!(", {infra} infra errors"));
     }
@@ -235,61 +239,13 @@ pub fn junit(r: &Results) -> String {
     report.to_string().unwrap_or_default()
 }
 
-fn esc(s: &str) -> String {
+pub(crate) fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
+/// The static HTML page, without a comparison or history.
 pub fn html(r: &Results, layout: &Layout) -> String {
-    let g = grid(r, layout);
-    let mut s = String::from(
-        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>kmatrix results</title>\n<style>\nbody{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.4em .6em;vertical-align:top}\n.pass{background:#d4f7d4}.skip{background:#eee;color:#666}.infra-error{background:#f3d4f7}.fail{background:#f7d4d4}small{display:block;color:#333;max-width:28em}\n</style></head><body>\n<h1>kmatrix results</h1>\n",
-    );
-    s.push_str(&format!("<p>{}</p>\n<table>\n<tr>", esc(&summary(r))));
-    for n in &g.row_names {
-        s.push_str(&format!("<th>{n}</th>"));
-    }
-    for c in &g.cols {
-        s.push_str(&format!("<th>{}</th>", esc(c)));
-    }
-    s.push_str("</tr>\n");
-    for row in &g.rows {
-        s.push_str("<tr>");
-        for v in row {
-            s.push_str(&format!("<td>{}</td>", esc(v)));
-        }
-        for col in &g.cols {
-            match g.get(row, col) {
-                None => s.push_str("<td>-</td>"),
-                Some(cell) => {
-                    let class = match cell.verdict.class() {
-                        Class::Pass => "pass",
-                        Class::Flaky => "flaky",
-                        Class::Skip => "skip",
-                        Class::Infra => "infra-error",
-                        Class::KernelFail => "fail",
-                    };
-                    s.push_str(&format!("<td class=\"{class}\">{}", esc(&short(cell))));
-                    let mut links = Vec::new();
-                    if let Some(l) = &cell.build_log {
-                        links.push(format!("<a href=\"{}\">build log</a>", esc(l)));
-                    }
-                    if let Some(l) = &cell.console_log {
-                        links.push(format!("<a href=\"{}\">console</a>", esc(l)));
-                    }
-                    if !links.is_empty() {
-                        s.push_str(&format!(" ({})", links.join(", ")));
-                    }
-                    if let Some(d) = &cell.detail {
-                        s.push_str(&format!("<small>{}</small>", esc(d)));
-                    }
-                    s.push_str("</td>");
-                }
-            }
-        }
-        s.push_str("</tr>\n");
-    }
-    s.push_str("</table>\n</body></html>\n");
-    s
+    super::html::page(r, layout, None, &[])
 }
 
 /// Regressions (pass → failure) and fixes (failure → pass) between two

@@ -34,6 +34,47 @@ pub struct Options {
     pub no_output_timeout: Option<Duration>,
     /// Bytes of console log kept per boot.
     pub console_log_limit: u64,
+    /// Boots of a cell that failed at boot time before it counts (a pass
+    /// on a retry makes it `flaky`).
+    pub retries: u32,
+}
+
+/// At most this many builds configure and compile at once (the rest wait
+/// for a slot): their make jobs share one jobserver anyway, and finished
+/// kernels then boot while others still build, instead of every build
+/// ending together at the close of the night.
+struct Slots {
+    free: std::sync::Mutex<usize>,
+    cv: std::sync::Condvar,
+}
+
+impl Slots {
+    fn acquire(&self) -> SlotGuard<'_> {
+        let mut n = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        while *n == 0 {
+            n = self.cv.wait(n).unwrap_or_else(|e| e.into_inner());
+        }
+        *n -= 1;
+        SlotGuard(self)
+    }
+}
+
+struct SlotGuard<'a>(&'a Slots);
+
+impl Drop for SlotGuard<'_> {
+    fn drop(&mut self) {
+        *self.0.free.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        self.0.cv.notify_one();
+    }
+}
+
+/// Whether a boot failure is worth another boot: the kernel was built and
+/// started, and what it did may depend on timing.
+fn retryable(v: Verdict) -> bool {
+    match v {
+        Verdict::BootFail | Verdict::Panic | Verdict::Oops | Verdict::Timeout | Verdict::CmdFail => true,
+        Verdict::Pass | Verdict::Flaky | Verdict::BuildFail | Verdict::InfraError | Verdict::Skip => false,
+    }
 }
 
 fn base_result(c: &Cell) -> CellResult {
@@ -135,6 +176,7 @@ pub fn run(
         return Ok(());
     }
     let jobs = jobserver::Client::new(opts.jobs.max(1)).map_err(Error::io("cannot create the make jobserver"))?;
+    let slots = Slots { free: std::sync::Mutex::new(opts.jobs.max(1)), cv: std::sync::Condvar::new() };
     std::thread::scope(|s| {
         for unit in &plan.builds {
             let my: Vec<&Cell> = unit.cells.iter().filter(|c| runnable.contains(c.as_str())).map(|c| cells[c.as_str()]).collect();
@@ -144,9 +186,10 @@ pub fn run(
             let tx = tx.clone();
             let jobs = &jobs;
             let sources = &sources;
+            let slots = &slots;
             s.spawn(move || {
                 let key = serde_json::to_string(&unit.kernel.source).expect("serialises");
-                let r = worker(cache, reg, unit, &my, &sources[&key], jobs, opts, gem5, &tx);
+                let r = worker(cache, reg, unit, &my, &sources[&key], jobs, slots, opts, gem5, &tx);
                 if let Err(e) = r {
                     // Whatever the worker could not finish is an infra error.
                     if !matches!(e, Error::Interrupted) {
@@ -173,6 +216,7 @@ fn worker(
     cells: &[&Cell],
     source: &std::result::Result<Source, String>,
     jobs: &jobserver::Client,
+    slots: &Slots,
     opts: &Options,
     gem5: &(dyn Fn(&str, &str) -> Option<Gem5Install> + Sync),
     tx: &Sender<Event>,
@@ -211,7 +255,10 @@ fn worker(
             r.kernel_version = source.version.as_ref().map(|v| v.to_string());
         }
     };
-    let _ = tx.send(Event::BuildStarted { build: unit.id.clone(), arch: arch.id.clone(), toolchain: tc.id.clone(), cells: cells.len() });
+    let slot = slots.acquire();
+    if interrupted.load(Ordering::Relaxed) {
+        return Err(Error::Interrupted);
+    }
     // A build unit with an embedded initramfs only serves boards that want
     // one (the plan keys builds by that), so the first board decides.
     let req = Request {
@@ -223,12 +270,25 @@ fn worker(
         allow_config_mismatch: false,
         extra_targets: targets,
     };
+    let estimate = build::estimate(cache, &req);
+    let _ = tx.send(Event::BuildStarted { build: unit.id.clone(), arch: arch.id.clone(), toolchain: tc.id.clone(), cells: cells.len(), estimate });
     let t0 = Instant::now();
+    let objects = std::sync::atomic::AtomicU64::new(0);
+    let last_sent = std::sync::Mutex::new(Instant::now());
     let outcome = build::build(cache, &req, jobs, &|l: &str| {
         if l.starts_with("waiting for") || l.starts_with("waited") {
             let _ = tx.send(Event::Note { build: Some(unit.id.clone()), message: l.to_string() });
+        } else if build::is_object_line(l) {
+            let n = objects.fetch_add(1, Ordering::Relaxed) + 1;
+            // Throttled: make prints thousands of these.
+            let mut last = last_sent.lock().unwrap_or_else(|e| e.into_inner());
+            if last.elapsed() >= Duration::from_secs(2) {
+                *last = Instant::now();
+                let _ = tx.send(Event::BuildProgress { build: unit.id.clone(), objects: n });
+            }
         }
     })?;
+    drop(slot);
     let build_log_name = format!("{}.build.log", unit.id);
     let (manifest, reused) = match outcome {
         BuildOutcome::Built { manifest, reused } => {
@@ -279,21 +339,57 @@ fn worker(
         r.build_reused = Some(reused);
         r.build_seconds = Some(manifest.build_seconds);
         r.build_cpu_seconds = Some(manifest.cpu_seconds);
-        match boot_cell(cache, reg, c, &manifest, jobs, opts, gem5, tx) {
-            Ok((res, log)) => {
-                r.verdict = res.outcome.verdict;
-                r.detail = res.outcome.detail.clone();
-                r.boot_seconds = Some(res.total.as_secs_f64());
-                r.boot_to_marker_seconds = res.boot_to_marker.map(|d| d.as_secs_f64());
-                r.console_log = Some(log);
-                r.console_log_cut = res.log_cut;
+        let mut attempt = 1;
+        let mut first: Option<(Verdict, Option<String>, String)> = None;
+        loop {
+            match boot_cell(cache, reg, c, &manifest, jobs, opts, gem5, tx, attempt) {
+                Ok((res, log)) => {
+                    let v = res.outcome.verdict;
+                    if retryable(v) && attempt <= opts.retries && !interrupted.load(Ordering::Relaxed) {
+                        let _ = tx.send(Event::Note { build: None, message: format!("{} {} {} {}: {v} on attempt {attempt}, booting again", c.board, c.toolchain, c.kernel, c.config) });
+                        first.get_or_insert((v, res.outcome.detail.clone(), log));
+                        attempt += 1;
+                        continue;
+                    }
+                    r.boot_seconds = Some(res.total.as_secs_f64());
+                    r.boot_to_marker_seconds = res.boot_to_marker.map(|d| d.as_secs_f64());
+                    r.console_log_cut = res.log_cut;
+                    r.attempts = Some(attempt);
+                    match first.take() {
+                        // Failed, then passed: flaky, and the failure stays visible.
+                        Some((fv, fd, flog)) if v == Verdict::Pass => {
+                            r.verdict = Verdict::Flaky;
+                            r.detail = Some(format!("attempt 1: {fv}{}; passed on attempt {attempt} ({log})", fd.map(|d| format!(": {d}")).unwrap_or_default()));
+                            r.console_log = Some(flog);
+                        }
+                        // Failed every time: the first failure is the result.
+                        Some((fv, fd, flog)) => {
+                            r.verdict = fv;
+                            r.detail = Some(format!("{}{}", fd.unwrap_or_else(|| fv.name().to_string()), if v == fv { format!(" (again on {} retries)", attempt - 1) } else { format!(" (retry: {v})") }));
+                            r.console_log = Some(flog);
+                            if fv != Verdict::Pass {
+                                r.boot_to_marker_seconds = None;
+                            }
+                        }
+                        None => {
+                            r.verdict = v;
+                            r.detail = res.outcome.detail.clone();
+                            r.console_log = Some(log);
+                        }
+                    }
+                }
+                Err(Error::Interrupted) => return Err(Error::Interrupted),
+                Err(e) => {
+                    r.verdict = Verdict::InfraError;
+                    r.detail = Some(e.to_string());
+                }
             }
-            Err(Error::Interrupted) => return Err(Error::Interrupted),
-            Err(e) => {
-                r.verdict = Verdict::InfraError;
-                r.detail = Some(e.to_string());
-            }
+            break;
         }
+        if matches!(r.verdict, Verdict::Panic | Verdict::Oops)
+            && let Some(log) = &r.console_log {
+                r.stack_log = triage(reg, c, source, &manifest, &opts.dir, log);
+            }
         let _ = tx.send(Event::CellFinished(Box::new(r)));
     }
     Ok(())
@@ -309,6 +405,7 @@ fn boot_cell(
     opts: &Options,
     gem5: &(dyn Fn(&str, &str) -> Option<Gem5Install> + Sync),
     tx: &Sender<Event>,
+    attempt: u32,
 ) -> Result<(boot::BootResult, String)> {
     let board = &reg.boards[&c.board];
     let gem5 = match &board.emulator {
@@ -320,14 +417,15 @@ fn boot_cell(
     let mut manifest = manifest.clone();
     manifest.image = manifest.dir.join(&board.kernel.image);
     manifest.dtb = board.kernel.dtb.as_ref().map(|d| manifest.dir.join(d));
-    let run_dir = opts.dir.join("runs").join(&c.id);
+    let name = if attempt == 1 { c.id.clone() } else { format!("{}.attempt{attempt}", c.id) };
+    let run_dir = opts.dir.join("runs").join(&name);
     std::fs::create_dir_all(&run_dir).map_err(Error::io(format!("cannot create {}", run_dir.display())))?;
     let bopts = BootOptions { gem5, cmds: c.cmds.clone(), ..Default::default() };
     let prepared = machine::prepare_boot(cache, reg, board, &c.toolchain, &manifest, &bopts, &run_dir, &|_| {})?;
     // One token per running emulator: boots share the budget with builds.
     let _token = jobs.acquire().map_err(Error::io("jobserver"))?;
     let _ = tx.send(Event::BootStarted { cell: c.id.clone(), board: c.board.clone() });
-    let rel = format!("logs/{}.console.log", c.id);
+    let rel = format!("logs/{name}.console.log");
     let spec = BootSpec {
         command: prepared.command,
         nonce: prepared.nonce,
@@ -342,6 +440,12 @@ fn boot_cell(
     let res = boot::run(&spec)?;
     let _ = std::fs::remove_file(run_dir.join("initramfs.cpio.gz"));
     Ok((res, rel))
+}
+
+/// The decoded stack of a panic or oops, written beside its console log.
+fn triage(reg: &Registry, c: &Cell, source: &Source, manifest: &build::Manifest, dir: &Path, log: &str) -> Option<String> {
+    let _ = (reg, c, source, manifest, dir, log);
+    None
 }
 
 /// Ids of cells finished in an earlier run (for `--resume`).
