@@ -95,7 +95,14 @@ pub fn requirements(reg: &Registry, boards: &[&Board], toolchains: &[&Toolchain]
                 out.insert(Requirement { what: p.clone(), check: Check::Package, package: p.clone(), needed_by: needed_by.clone() });
             }
         }
-        let _ = reg;
+    }
+    // The matrix's Debian kernel sources (linux-source-6.1, linux-source-6.12).
+    let kernels = reg.matrix.as_ref().map(|m| m.kernels.as_slice()).unwrap_or_default();
+    for k in kernels {
+        if let crate::descriptor::SourceSpec::System { version: Some(v) } = &k.source {
+            let pkg = format!("linux-source-{v}");
+            out.insert(Requirement { what: format!("/usr/src/{pkg}.tar.xz"), check: Check::Package, package: pkg, needed_by: format!("kernel {}", k.id) });
+        }
     }
     if debug {
         out.insert(Requirement { what: "gdb-multiarch".into(), check: Check::Program("gdb-multiarch".into()), package: "gdb-multiarch".into(), needed_by: "kmatrix debug".into() });

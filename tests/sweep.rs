@@ -39,7 +39,7 @@ fn default_matrix_passes_on_the_qemu_machines_and_warm_rerun_builds_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let res = dir.path().join("r1");
     // The debug config: the kernels the other real tests build too.
-    let out = kmatrix(dir.path(), &["sweep", "--filter", "toolchain=gcc", "--filter", "config=debug", "--results-dir", res.to_str().unwrap()]);
+    let out = kmatrix(dir.path(), &["sweep", "--filter", "toolchain=gcc", "--filter", "kernel=debian-6.1", "--filter", "config=debug", "--results-dir", res.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
     let r = results(&res);
     assert_eq!(r["schema"], 1);
@@ -56,7 +56,7 @@ fn default_matrix_passes_on_the_qemu_machines_and_warm_rerun_builds_nothing() {
     // Warm: nothing changed, so no make runs and every build is reused.
     let res2 = dir.path().join("r2");
     let t = std::time::Instant::now();
-    let out = kmatrix(dir.path(), &["sweep", "--filter", "toolchain=gcc", "--filter", "config=debug", "--results-dir", res2.to_str().unwrap()]);
+    let out = kmatrix(dir.path(), &["sweep", "--filter", "toolchain=gcc", "--filter", "kernel=debian-6.1", "--filter", "config=debug", "--results-dir", res2.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0));
     let r2 = results(&res2);
     for c in r2["cells"].as_array().unwrap().iter().filter(|c| c["verdict"] == "pass") {
@@ -71,7 +71,42 @@ fn default_matrix_passes_on_the_qemu_machines_and_warm_rerun_builds_nothing() {
         assert!(!o.stdout.is_empty(), "{fmt}");
     }
     let o = kmatrix(dir.path(), &["report", res2.to_str().unwrap(), "--compare", res.to_str().unwrap()]);
-    assert!(String::from_utf8_lossy(&o.stdout).starts_with("0 regressions"));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains(": 0 regressions, 0 fixes, 0 flaky"), "{text}");
+    // Every cell says what it built: the matrix's label and the real release.
+    for c in r2["cells"].as_array().unwrap().iter().filter(|c| c["verdict"] == "pass") {
+        assert_eq!(c["kernel"], "debian-6.1");
+        assert!(c["kernel_release"].as_str().unwrap().starts_with("6.1."), "{c}");
+    }
+}
+
+#[test]
+#[cfg_attr(not(kmatrix_real), ignore = "needs real compilers, QEMU and gdb-multiarch: set KMATRIX_TEST_REAL=1 (CI does)")]
+fn linux_6_12_built_by_clang_boots_on_versatilepb_with_the_dtb_where_6_5_moved_it() {
+    // One real cell covers the new axis values: Debian's 6.12 source, clang
+    // (LLVM=1), and a version-dependent descriptor value (the dtb path).
+    let _g = ONE_SWEEP_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let res = dir.path().join("r");
+    let out = kmatrix(
+        dir.path(),
+        &["sweep", "--filter", "board=qemu-arm-versatilepb", "--filter", "kernel=debian-6.12", "--filter", "toolchain=clang", "--filter", "config=tiny", "--results-dir", res.to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    let r = results(&res);
+    let cells = r["cells"].as_array().unwrap();
+    assert_eq!(cells.len(), 1, "{r}");
+    let c = &cells[0];
+    assert_eq!(c["verdict"], "pass", "{c}");
+    assert_eq!(c["kernel"], "debian-6.12");
+    assert_eq!(c["kernel_version"], "6.12");
+    assert!(c["kernel_release"].as_str().unwrap().starts_with("6.12."), "{c}");
+    assert!(c["kernel_source"].as_str().unwrap().ends_with("linux-source-6.12.tar.xz"), "{c}");
+    assert!(c["toolchain_version"].as_str().unwrap().contains("clang"), "{c}");
+    let log = std::fs::read_to_string(res.join(c["build_log"].as_str().unwrap())).unwrap();
+    assert!(log.contains("LLVM=1") && log.contains("arm/versatile-pb.dtb"), "the build used LLVM=1 and the vendor dtb path");
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("debian-6.12 tiny"), "{table}");
 }
 
 #[test]
@@ -131,6 +166,9 @@ cmds = ["sleep 600"]
     let panic = r["cells"].as_array().unwrap().iter().find(|c| c["board"] == "virt-panic").unwrap();
     assert!(panic["detail"].as_str().unwrap().contains("Kernel panic - not syncing"), "{panic}");
     assert!(res.join(panic["console_log"].as_str().unwrap()).is_file());
+    // Panic triage: the debug kernel's stack, decoded to file:line.
+    let stack = std::fs::read_to_string(res.join(panic["stack_log"].as_str().unwrap_or_else(|| panic!("no stack_log: {panic}")))).unwrap();
+    assert!(stack.contains("panic (kernel/panic.c:") && stack.contains("(init/main.c:"), "{stack}");
     let html = kmatrix(p, &["report", res.to_str().unwrap(), "--format", "html"]);
     assert!(String::from_utf8_lossy(&html.stdout).contains("Kernel panic - not syncing"));
 }

@@ -27,6 +27,10 @@ pub struct Args {
     /// a kernel fails that did not before).
     #[arg(long, value_name = "DIR")]
     compare: Option<PathBuf>,
+    /// A nightly's results root: the HTML page gets its trend charts and is
+    /// compared with the previous complete run there (unless --compare).
+    #[arg(long, value_name = "ROOT", env = "KMATRIX_HISTORY")]
+    history: Option<PathBuf>,
     /// Coordinates making the table's rows (default: board,toolchain).
     #[arg(long, value_enum, value_delimiter = ',', default_value = "board,toolchain")]
     rows: Vec<report::Key>,
@@ -37,6 +41,18 @@ pub struct Args {
 
 pub fn run(_ctx: &Ctx, a: Args) -> Result<i32> {
     let r = Results::load(&a.dir)?;
+    if let (Format::Html, Some(root)) = (a.format, &a.history) {
+        let name = a.dir.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+        let cmp = match &a.compare {
+            Some(prev) => Some(crate::sweep::compare::compare(&Results::load(prev)?, &r, &prev.display().to_string())),
+            None => crate::history::previous_complete(root, &name).map(|(p, old)| crate::sweep::compare::compare(&old, &r, &p)),
+        };
+        let mut h = crate::history::History::open(root)?;
+        h.sync()?;
+        let points = h.points(&|_| true)?;
+        print!("{}", crate::sweep::html::page(&r, &report::Layout { rows: a.rows, cols: a.cols }, cmp.as_ref(), &points));
+        return Ok(exit::OK);
+    }
     if let Some(prev) = &a.compare {
         let old = Results::load(prev)?;
         let c = crate::sweep::compare::compare(&old, &r, &prev.display().to_string());

@@ -158,7 +158,7 @@ fn nightly(root: &Path, dir: &Path, results: &Results) -> Result<Option<Comparis
     h.sync()?;
     h.record(&name, results)?;
     let points = h.points(&|_| true)?;
-    let html = { let _ = &points; report::html(results, &report::Layout::default()) }; // SWITCH-TO-PAGE
+    let html = crate::sweep::html::page(results, &report::Layout::default(), cmp.as_ref(), &points);
     crate::cache::write_atomic(&dir.join("report.html"), html.as_bytes())?;
     println!("report: {}", dir.join("report.html").display());
     Ok(cmp)

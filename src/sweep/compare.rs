@@ -202,6 +202,6 @@ pub fn compare(old: &Results, new: &Results, previous: &str) -> Comparison {
             changes.push(change(Kind::Removed, o, Some(o), None));
         }
     }
-    changes.sort_by(|a, b| (a.kind, a.name()).cmp(&(b.kind, b.name())));
+    changes.sort_by_key(|c| (c.kind, c.name()));
     Comparison { previous: previous.to_string(), changes }
 }

@@ -1,7 +1,7 @@
 //! The header of a report: the host, and what each kernel, toolchain and
 //! emulator of the run really was (releases as built, `--version` lines).
 
-use super::results::{Environment, KernelInfo, Results};
+use super::results::{Environment, Results};
 use crate::descriptor::Registry;
 use crate::emulator::Gem5Install;
 use crate::plan::Plan;
@@ -32,7 +32,7 @@ pub fn gather(reg: &Registry, plan: &Plan, r: &Results, gem5: &dyn Fn(&str, &str
     let (host, host_kernel) = uname();
     let mut env = Environment { host, host_kernel, os: os_release(), ..Default::default() };
     for c in &r.cells {
-        let k = env.kernels.entry(c.kernel.clone()).or_insert_with(KernelInfo::default);
+        let k = env.kernels.entry(c.kernel.clone()).or_default();
         if k.source.is_none() {
             k.source = c.kernel_source.clone();
         }

@@ -387,8 +387,11 @@ fn worker(
             break;
         }
         if matches!(r.verdict, Verdict::Panic | Verdict::Oops)
-            && let Some(log) = &r.console_log {
-                r.stack_log = triage(reg, c, source, &manifest, &opts.dir, log);
+            && let Some(log) = r.console_log.clone() {
+                match triage(reg, c, source, &manifest, &opts.dir, &log) {
+                    Ok(s) => r.stack_log = s,
+                    Err(e) => r.detail = Some(format!("{} (stack not decoded: {e})", r.detail.as_deref().unwrap_or(""))),
+                }
             }
         let _ = tx.send(Event::CellFinished(Box::new(r)));
     }
@@ -442,10 +445,23 @@ fn boot_cell(
     Ok((res, rel))
 }
 
-/// The decoded stack of a panic or oops, written beside its console log.
-fn triage(reg: &Registry, c: &Cell, source: &Source, manifest: &build::Manifest, dir: &Path, log: &str) -> Option<String> {
-    let _ = (reg, c, source, manifest, dir, log);
-    None
+/// The decoded stack of a panic or oops, written beside its console log
+/// (`logs/<cell>.stack.txt`); None when the log has no trace. A decode that
+/// cannot run is said in the cell's detail, never a failure of the cell.
+fn triage(reg: &Registry, c: &Cell, source: &Source, manifest: &build::Manifest, dir: &Path, log: &str) -> std::result::Result<Option<String>, String> {
+    let arch = &reg.arches[&c.arch];
+    let tc = &reg.toolchains[&c.toolchain];
+    let vars = crate::recipe::make_vars(arch, tc, false);
+    match crate::triage::decode(&source.dir, &manifest.vmlinux, &dir.join(log), &vars) {
+        Ok(None) => Ok(None),
+        Ok(Some(text)) => {
+            let rel = format!("logs/{}.stack.txt", c.id);
+            crate::cache::write_atomic(&dir.join(&rel), text.as_bytes()).map_err(|e| e.to_string())?;
+            Ok(Some(rel))
+        }
+        Err(Error::Interrupted) => Ok(None),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// Ids of cells finished in an earlier run (for `--resume`).
