@@ -15,6 +15,9 @@ pub enum Format {
 pub struct Args {
     #[arg(long, value_enum, default_value = "table")]
     format: Format,
+    /// Only cells matching key=pattern (as `sweep --filter`).
+    #[arg(long = "filter", value_name = "KEY=PATTERN", value_parser = plan::parse_filter)]
+    filters: Vec<crate::descriptor::Rule>,
 }
 
 /// Probes the real host.
@@ -34,7 +37,7 @@ impl Probe for HostProbe<'_> {
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let reg = ctx.registry()?;
-    let plan = plan::plan(&reg, &HostProbe(ctx)).ok_or_else(|| Error::Usage("no matrix.toml found (built-in or in the project directory)".into()))?;
+    let plan = plan::plan_filtered(&reg, &HostProbe(ctx), &a.filters).ok_or_else(|| Error::Usage("no matrix.toml found (built-in or in the project directory)".into()))?;
     match a.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&plan).expect("plan serialises")),
         Format::Table => {
