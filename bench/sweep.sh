@@ -27,11 +27,11 @@ echo CONFIG_VIRTIO_BLK=y > unpack.config
 "$KM" build --arch x86_64 --fragment unpack.config >/dev/null 2>&1 || true
 sampler > samples.txt & spid=$!
 t0=$(date +%s.%N)
-"$KM" sweep --filter toolchain=gcc --filter 'board=qemu-*' --results-dir cold > cold.txt 2>&1 || true
+"$KM" sweep --filter toolchain=gcc --filter kernel=debian-6.1 --filter 'board=qemu-*' --results-dir cold > cold.txt 2>&1 || true
 t1=$(date +%s.%N)
 kill $spid
 t2=$(date +%s.%N)
-"$KM" sweep --filter toolchain=gcc --filter 'board=qemu-*' --results-dir warm > warm.txt 2>&1 || true
+"$KM" sweep --filter toolchain=gcc --filter kernel=debian-6.1 --filter 'board=qemu-*' --results-dir warm > warm.txt 2>&1 || true
 t3=$(date +%s.%N)
 python3 - "$t0" "$t1" "$t2" "$t3" "$CORES" <<'PY'
 import json, sys
