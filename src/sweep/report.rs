@@ -1,8 +1,8 @@
 //! Reports rendered from `results.json`: terminal table (comfy-table),
-//! markdown, JSON, JUnit XML, a static HTML page, and the comparison of two
-//! runs (regressions and fixes).
+//! markdown, JSON, JUnit XML and the HTML page (`html`); comparing two
+//! runs is `compare`'s.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use comfy_table::{presets, Cell, Color, Table};
@@ -248,41 +248,6 @@ pub fn html(r: &Results, layout: &Layout) -> String {
     super::html::page(r, layout, None, &[])
 }
 
-/// Regressions (pass → failure) and fixes (failure → pass) between two
-/// runs, matching cells by (board, toolchain, kernel, config).
-pub fn compare(old: &Results, new: &Results) -> (String, usize) {
-    let key = |c: &CellResult| (c.board.clone(), c.toolchain.clone(), c.kernel.clone(), c.config.clone());
-    let before: BTreeMap<_, _> = old.cells.iter().map(|c| (key(c), c)).collect();
-    let mut regressions = Vec::new();
-    let mut fixes = Vec::new();
-    let mut changed = Vec::new();
-    let mut seen = BTreeSet::new();
-    for c in &new.cells {
-        let k = key(c);
-        seen.insert(k.clone());
-        let Some(o) = before.get(&k) else { continue };
-        let name = format!("{} {} {} {}", c.board, c.toolchain, c.kernel, c.config);
-        match (o.verdict, c.verdict) {
-            (a, b) if a == b => {}
-            (Verdict::Pass, b) if b.is_kernel_failure() => regressions.push(format!("  {name}: pass -> {}{}", b.name(), c.detail.as_deref().map(|d| format!(" ({d})")).unwrap_or_default())),
-            (a, Verdict::Pass) if a.is_kernel_failure() => fixes.push(format!("  {name}: {} -> pass", a.name())),
-            (a, b) => changed.push(format!("  {name}: {} -> {}", a.name(), b.name())),
-        }
-    }
-    let mut s = format!("{} regressions, {} fixes, {} other changes\n", regressions.len(), fixes.len(), changed.len());
-    for (title, v) in [("regressions:", &regressions), ("fixes:", &fixes), ("other changes:", &changed)] {
-        if !v.is_empty() {
-            s.push_str(title);
-            s.push('\n');
-            for l in v.iter() {
-                s.push_str(l);
-                s.push('\n');
-            }
-        }
-    }
-    (s, regressions.len())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -383,14 +348,5 @@ mod tests {
         assert!(x.contains("<failure"), "{x}");
         assert!(x.contains("<skipped"), "{x}");
         assert!(x.contains("type=\"timeout\""), "{x}");
-    }
-
-    #[test]
-    fn compare_finds_regressions_and_fixes() {
-        let old = results(vec![cell("a", Verdict::Pass), cell("b", Verdict::Panic)]);
-        let new = results(vec![cell("a", Verdict::BootFail), cell("b", Verdict::Pass)]);
-        let (s, n) = compare(&old, &new);
-        assert_eq!(n, 1);
-        assert!(s.starts_with("1 regressions, 1 fixes"), "{s}");
     }
 }
