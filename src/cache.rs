@@ -33,7 +33,6 @@ use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::emulator::Gem5Install;
 use crate::error::{Error, Result};
 
 #[derive(Debug, Clone)]
@@ -121,16 +120,6 @@ impl Cache {
         Ok((file, path))
     }
 
-    pub fn gem5_record(&self, isa: &str) -> PathBuf {
-        self.root.join("emulators").join(format!("gem5-{isa}.json"))
-    }
-
-    /// A gem5 recorded by `kmatrix emulator build gem5`, if its binary exists.
-    pub fn gem5(&self, isa: &str) -> Option<Gem5Install> {
-        let text = std::fs::read_to_string(self.gem5_record(isa)).ok()?;
-        let inst: Gem5Install = serde_json::from_str(&text).ok()?;
-        inst.binary.is_file().then_some(inst)
-    }
 }
 
 /// An entry's lock; released when dropped (or when the process dies, and

@@ -55,15 +55,14 @@ pub fn gdb_command(s: &Session) -> CommandSpec {
 /// Starts the emulator (halted, console to a file) and runs gdb against it.
 /// Returns gdb's exit status; the emulator's process group is always killed.
 /// `log` takes the emulator's output; `console` is where the guest console
-/// appears (the same file for QEMU, gem5's terminal file for gem5). With
-/// `announced` (gem5) the stub's port is the one the emulator announces, not
-/// `s.port`.
-pub fn run(emulator: &CommandSpec, log: &Path, console: &Path, s: &mut Session, announced: bool) -> Result<i32> {
-    // Both streams go to `log`; gem5 also announces its stub's port there.
+/// appears (the same file for QEMU, gem5's terminal file for gem5). When
+/// the backend's stub port is announced, it replaces `s.port`.
+pub fn run(emulator: &CommandSpec, log: &Path, console: &Path, s: &mut Session, backend: &dyn crate::emulator::Backend) -> Result<i32> {
+    // Both streams go to `log`, where an emulator also announces its ports.
     let (mut emu, rx) = crate::boot::spawn_announcing(emulator, log)?;
-    if announced {
-        s.port = crate::boot::wait_listener(&mut emu, &rx, ".remote_gdb", log, &mut |_, _| {})?;
-        eprintln!("kmatrix: gem5's gdb stub: 127.0.0.1:{}", s.port);
+    if let crate::emulator::GdbPort::Announced(name) = backend.gdb_port() {
+        s.port = crate::boot::wait_listener(&mut emu, &rx, &name, log, backend.explainer(), &mut |_, _| {})?;
+        eprintln!("kmatrix: {}'s gdb stub: 127.0.0.1:{}", backend.kind(), s.port);
     }
     if s.batch.is_none() {
         console_pane(console, emu.id());
@@ -76,7 +75,7 @@ pub fn run(emulator: &CommandSpec, log: &Path, console: &Path, s: &mut Session, 
     let emu_died = emu_exit.is_some_and(|st| st != 0);
     if let Some(st) = emu_exit.filter(|_| emu_died) {
         let text = std::fs::read_to_string(log).unwrap_or_default();
-        eprintln!("kmatrix: the emulator died while gdb ran ({}){}; log: {}", describe_status(st), gdb_crash_reason(&text).map(|r| format!(": {r}")).unwrap_or_default(), log.display());
+        eprintln!("kmatrix: the emulator died while gdb ran ({}){}; log: {}", describe_status(st), (backend.explainer())(&text).map(|r| format!(": {r}")).unwrap_or_default(), log.display());
     }
     let code = status.map_err(|e| e.with_package("gdb-multiarch"))?;
     // A dead emulator is never a successful session, whatever gdb's last command did.
@@ -98,21 +97,6 @@ fn describe_status(code: i32) -> String {
         }
         c => format!("exit status: {c}"),
     }
-}
-
-/// Why the emulator died under gdb, from its log. gem5 24's
-/// BaseRemoteGDB::addThreadContext selects its first thread inside an
-/// assert(), which a gem5.fast build compiles out: the stub then has no
-/// thread and gem5 segfaults in getRegs as soon as gdb attaches.
-fn gdb_crash_reason(log: &str) -> Option<String> {
-    let why = crate::boot::emulator_error(log)?;
-    if why.starts_with("gem5 has encountered a segmentation fault") && log.contains("RemoteGDB") {
-        return Some(format!(
-            "{why} (in gem5's gdb stub: a gem5.fast build has no thread selected for gdb, as BaseRemoteGDB::addThreadContext \
-             selects it inside an assert(); use gem5.opt: `kmatrix emulator build gem5 --isa <ISA>`)"
-        ));
-    }
-    Some(why)
 }
 
 /// Inside tmux, shows the guest console in a pane under gdb's; the pane
@@ -159,18 +143,3 @@ pub fn build_module(cache: &crate::cache::Cache, arch: &Arch, tc: &Toolchain, so
     Ok((out.success(), kos, log))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::gdb_crash_reason;
-
-    #[test]
-    fn gem5_fast_gdb_crash_is_explained() {
-        let log = "system.remote_gdb: Listening for connections on port 7000\n\
-                   gem5 has encountered a segmentation fault!\n\n--- BEGIN LIBC BACKTRACE ---\n\
-                   gem5.fast(_ZN4gem56X86ISA9RemoteGDB16AMD64GdbRegCache7getRegsEPNS_13ThreadContextE+0xf)[0x1]\n";
-        let r = gdb_crash_reason(log).unwrap();
-        assert!(r.contains("gem5.fast") && r.contains("gem5.opt"), "{r}");
-        assert_eq!(gdb_crash_reason("fatal: no kernel\n").as_deref(), Some("fatal: no kernel"));
-        assert_eq!(gdb_crash_reason("all fine\n"), None);
-    }
-}

@@ -8,7 +8,7 @@ use std::process::Command;
 
 use serde::Serialize;
 
-use crate::descriptor::{Board, Emulator, Registry, Toolchain};
+use crate::descriptor::{Board, Registry, Toolchain};
 
 /// Finds a program on PATH (or checks an explicit path).
 pub fn which(program: &str) -> Option<PathBuf> {
@@ -80,10 +80,7 @@ pub fn requirements(reg: &Registry, boards: &[&Board], toolchains: &[&Toolchain]
         out.insert(Requirement { what: (*pkg).into(), check: Check::Package, package: (*pkg).into(), needed_by: "kernel build".into() });
     }
     for b in boards {
-        if let Emulator::Qemu(q) = &b.emulator {
-            let pkg = b.host_packages.first().cloned().unwrap_or_else(|| q.binary.clone());
-            out.insert(Requirement { what: q.binary.clone(), check: Check::Program(q.binary.clone()), package: pkg, needed_by: b.id.clone() });
-        }
+        out.extend(crate::emulator::of(b).requirements(b));
         for t in toolchains {
             let Some(target) = t.targets.get(&b.arch) else { continue };
             let needed_by = format!("{} with {}", b.arch, t.id);

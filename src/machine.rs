@@ -147,52 +147,6 @@ pub fn embed_initramfs(cache: &Cache, arch: &crate::descriptor::Arch, tc: &crate
     Ok(())
 }
 
-/// Builds the board's gem5 bootloader (e.g. boot.arm64) from the gem5 tree
-/// with the board's toolchain, once per toolchain and source content.
-pub fn gem5_bootloader(cache: &Cache, reg: &Registry, board: &Board, toolchain: &str, gem5: &crate::emulator::Gem5Install) -> Result<Option<PathBuf>> {
-    use sha2::{Digest, Sha256};
-    let crate::descriptor::Emulator::Gem5(g) = &board.emulator else { return Ok(None) };
-    let Some(bl) = &g.bootloader else { return Ok(None) };
-    let t = reg.toolchain(toolchain)?.target(&board.arch)?;
-    let src = gem5.root.join(&bl.source);
-    let mut h = Sha256::new();
-    for entry in std::fs::read_dir(&src).map_err(Error::io(format!("cannot read the gem5 bootloader source {}", src.display())))? {
-        let p = entry.map_err(Error::io("read_dir"))?.path();
-        if p.is_file() {
-            h.update(p.file_name().unwrap_or_default().as_encoded_bytes());
-            h.update(std::fs::read(&p).map_err(Error::io(format!("cannot read {}", p.display())))?);
-        }
-    }
-    let prefix = t.cross_compile.clone().unwrap_or_default();
-    h.update(prefix.as_bytes());
-    let hash = hex::encode(h.finalize());
-    let dir = cache.dir("gem5-bootloaders")?.join(&hash[..16]);
-    let out = dir.join(&bl.image);
-    if out.is_file() {
-        return Ok(Some(out));
-    }
-    let _lock = cache.lock(&format!("gem5-bootloaders/{}", &hash[..16]), &|_| {})?;
-    if out.is_file() {
-        return Ok(Some(out));
-    }
-    let tmp = dir.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::create_dir_all(&tmp).map_err(Error::io(format!("cannot create {}", tmp.display())))?;
-    let cmd = crate::command::CommandSpec::new("make")
-        .arg("-C")
-        .arg(src.display().to_string())
-        .arg(format!("BUILDDIR={}", tmp.display()))
-        .arg(format!("CROSS_COMPILE={prefix}"))
-        .arg(tmp.join(&bl.image).display().to_string());
-    let res = crate::process::output_spec(&cmd)?;
-    if !res.success() {
-        let _ = std::fs::remove_dir_all(&tmp);
-        return Err(Error::Infra(format!("building the gem5 bootloader failed: {cmd}\n{}", String::from_utf8_lossy(&res.stderr))));
-    }
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::rename(&tmp, &dir).map_err(Error::io(format!("cannot write {}", dir.display())))?;
-    Ok(Some(out))
-}
-
 pub fn default_jobs() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
 }
@@ -208,15 +162,17 @@ pub struct BootOptions {
     pub smp: Option<u32>,
     pub emu_args: Vec<String>,
     pub interactive: bool,
-    pub gem5: Option<crate::emulator::Gem5Install>,
+    /// The emulator's installation, when it is built from source ([`crate::emulator::Backend::locate`]).
+    pub install: Option<crate::emulator::Install>,
     pub modules: Vec<PathBuf>,
     /// gdbstub on 127.0.0.1:port.
     pub gdb_port: Option<u16>,
     /// CPU stopped at reset until the debugger continues.
     pub halted: bool,
-    /// gem5: take a checkpoint after the boot marker, into this directory.
+    /// Take a checkpoint after the boot marker, into this directory
+    /// (backends with `features().checkpoints`).
     pub checkpoint: Option<PathBuf>,
-    /// gem5: restore the checkpoint in this directory.
+    /// Restore the checkpoint in this directory.
     pub restore: Option<PathBuf>,
 }
 
@@ -227,6 +183,8 @@ pub struct PreparedBoot {
     pub run_dir: PathBuf,
     /// Where the guest console appears when it is not the emulator's stdout.
     pub console_file: Option<PathBuf>,
+    /// Picks the emulator's own error line.
+    pub explain: crate::emulator::Explain,
 }
 
 /// Writes the initramfs for this boot into `run_dir` and renders the
@@ -267,7 +225,7 @@ pub fn prepare_boot(
         None
     };
     let nonce = crate::boot::nonce();
-    let is_gem5 = matches!(board.emulator, crate::descriptor::Emulator::Gem5(_));
+    let backend = crate::emulator::of(board);
     let conf = image::InitConf {
         nonce: nonce.clone(),
         poweroff: board.poweroff,
@@ -276,8 +234,8 @@ pub fn prepare_boot(
         readfile: false,
         checkpoint: o.checkpoint.is_some(),
     };
-    if !is_gem5 && (o.checkpoint.is_some() || o.restore.is_some()) {
-        return Err(Error::Usage(format!("checkpoints need a gem5 board; `{}` runs on {}", board.id, board.emulator.kind())));
+    if !backend.features().checkpoints && (o.checkpoint.is_some() || o.restore.is_some()) {
+        return Err(Error::Usage(format!("--checkpoint/--restore need an emulator with checkpoints (gem5); `{}` runs on {}", board.id, backend.kind())));
     }
     let initrd = if embedded {
         None
@@ -291,19 +249,15 @@ pub fn prepare_boot(
         image::write(&spec, &initrd, true)?;
         Some(initrd)
     };
-    // gem5's readfile: the configuration the init fetches with `m5 readfile`
-    // (always for an embedded initramfs, and again after a checkpoint).
-    let readfile = if is_gem5 {
-        let p = run_dir.join("kmatrix.conf");
-        crate::cache::write_atomic(&p, image::conf_text(&conf).as_bytes())?;
-        Some(p)
-    } else {
-        None
-    };
-    let bootloader = match &o.gem5 {
-        Some(g) => gem5_bootloader(cache, reg, board, toolchain, g)?,
-        None => None,
-    };
+    let staged = backend.prepare(&crate::emulator::Prepare {
+        cache,
+        reg,
+        board,
+        toolchain,
+        install: o.install.as_ref(),
+        run_dir,
+        init_conf: &image::conf_text(&conf),
+    })?;
     if let Some(dir) = &o.restore
         && !dir.is_dir() {
             return Err(Error::Usage(format!("no checkpoint directory {}", dir.display())));
@@ -318,31 +272,30 @@ pub fn prepare_boot(
         // (QEMU virt's Image); this board may want another (gem5's vmlinux).
         kernel: manifest.image.clone(),
         initrd,
-        readfile,
-        bootloader,
-        checkpoint_dir: o.checkpoint.clone().or_else(|| o.restore.clone()),
-        restore: o.restore.is_some(),
+        staged,
+        checkpoint: match (&o.checkpoint, &o.restore) {
+            (_, Some(dir)) => Some(crate::emulator::Checkpoint { dir: dir.clone(), restore: true }),
+            (Some(dir), None) => Some(crate::emulator::Checkpoint { dir: dir.clone(), restore: false }),
+            (None, None) => None,
+        },
         dtb: manifest.dtb.clone(),
         append,
         memory_mib: o.memory_mib,
         smp: o.smp,
         interactive: o.interactive,
         extra_args: o.emu_args.clone(),
-        outdir: Some(run_dir.join("m5out")),
-        gem5: o.gem5.clone(),
+        run_dir: Some(run_dir.to_path_buf()),
+        install: o.install.clone(),
         gdb_port: o.gdb_port,
         halted: o.halted,
-        ..Default::default()
     };
-    // gem5 writes the console (every byte, unbuffered) to <outdir>/<terminal>.
-    let console_file = match &board.emulator {
-        crate::descriptor::Emulator::Gem5(g) => Some(run_dir.join("m5out").join(&g.terminal)),
-        _ => None,
-    };
-    if is_gem5 {
-        let _ = std::fs::remove_dir_all(run_dir.join("m5out"));
-    }
-    Ok(PreparedBoot { command: crate::emulator::command(board, &inputs), nonce, run_dir: run_dir.to_path_buf(), console_file })
+    Ok(PreparedBoot {
+        command: backend.command(board, &inputs),
+        nonce,
+        run_dir: run_dir.to_path_buf(),
+        console_file: backend.console_file(run_dir),
+        explain: backend.explainer(),
+    })
 }
 
 /// The `--checkpoint`/`--restore` directories, absolute (gem5 wants them

@@ -6,8 +6,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::descriptor::{ConfigSpec, Emulator, InitramfsMode, KernelSpec, Matrix, Registry, Rule, Version};
-use crate::emulator::Gem5Install;
+use crate::descriptor::{ConfigSpec, InitramfsMode, KernelSpec, Matrix, Registry, Rule, Version};
 use crate::outcome::SkipReason;
 use crate::recipe::{self, ConfigInputs};
 
@@ -16,7 +15,7 @@ use crate::recipe::{self, ConfigInputs};
 pub trait Probe {
     /// Whether the toolchain's compiler for this arch is installed.
     fn toolchain_installed(&self, toolchain: &str, cc: &str) -> bool;
-    fn gem5(&self, isa: &str, variant: &str) -> Option<Gem5Install>;
+    fn built(&self, key: &str, variant: &str) -> Option<crate::emulator::Install>;
     /// The first line of the compiler's `--version`, if it is installed.
     fn compiler_version(&self, _cc: &str, _args: &[String]) -> Option<String> {
         None
@@ -207,13 +206,10 @@ pub fn plan_filtered(base: &Registry, probe: &dyn Probe, filters: &[Rule]) -> Op
                     .entry((tc.id.clone(), t.cc.clone()))
                     .or_insert_with(|| probe.compiler_version(&t.cc, &tc.version_args).as_deref().and_then(Version::from_tool_line))
                     .clone();
-                match (reg.incompatibility(board, tc, kernel_version, compiler.as_ref()), &board.emulator) {
-                    (Some(why), _) => CellState::Skip(why),
-                    (None, Emulator::Gem5(g)) if probe.gem5(&g.isa, &g.variant).is_none() => CellState::Skip(SkipReason::EmulatorNotInstalled {
-                        emulator: "gem5".into(),
-                        hint: crate::emulator::gem5_hint(&g.isa),
-                    }),
-                    (None, _) => CellState::Pending,
+                let unavailable = || crate::emulator::of(board).unavailable(&|k: &str, v: &str| probe.built(k, v));
+                match reg.incompatibility(board, tc, kernel_version, compiler.as_ref()).or_else(unavailable) {
+                    Some(why) => CellState::Skip(why),
+                    None => CellState::Pending,
                 }
             }
         };

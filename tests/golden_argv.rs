@@ -6,7 +6,7 @@
 
 use kmatrix::command::CommandSpec;
 use kmatrix::descriptor::{self, Board, Emulator, Layers, Registry};
-use kmatrix::emulator::{self, BootInputs};
+use kmatrix::emulator::{self, BootInputs, Checkpoint};
 use kmatrix::recipe::{self, Paths};
 
 fn registry() -> Registry {
@@ -22,10 +22,11 @@ fn inputs(board: &Board) -> BootInputs {
         kernel: "/K/Image".into(),
         initrd: Some("/K/initramfs.cpio.gz".into()),
         dtb: board.kernel.dtb.as_ref().map(|_| "/K/board.dtb".into()),
-        outdir: Some("/OUT".into()),
-        disk_image: Some("/OUT/disk.img".into()),
-        readfile: Some("/OUT/kmatrix.conf".into()),
-        bootloader: Some("/B/boot.arm64".into()),
+        run_dir: Some("/RUN".into()),
+        staged: [("disk-image", "/RUN/disk.img"), ("readfile", "/RUN/kmatrix.conf"), ("bootloader", "/B/boot.arm64")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.into()))
+            .collect(),
         ..Default::default()
     }
 }
@@ -83,9 +84,9 @@ fn argv_gem5_modes() {
         let halted = emulator::command(board, &BootInputs { gdb_port: Some(7001), halted: true, ..inputs(board) }).to_string();
         assert!(halted.contains("--listener-mode=on"), "{halted}");
         assert!(halted.ends_with("--wait-gdb"), "{halted}");
-        let cpt = emulator::command(board, &BootInputs { checkpoint_dir: Some("/CPT".into()), ..inputs(board) }).to_string();
+        let cpt = emulator::command(board, &BootInputs { checkpoint: Some(Checkpoint { dir: "/CPT".into(), restore: false }), ..inputs(board) }).to_string();
         assert!(cpt.ends_with("--checkpoint-dir=/CPT"), "{cpt}");
-        let rst = emulator::command(board, &BootInputs { checkpoint_dir: Some("/CPT".into()), restore: true, ..inputs(board) }).to_string();
+        let rst = emulator::command(board, &BootInputs { checkpoint: Some(Checkpoint { dir: "/CPT".into(), restore: true }), ..inputs(board) }).to_string();
         assert!(rst.ends_with("--checkpoint-dir=/CPT --checkpoint-restore=1"), "{rst}");
     }
     // --param statements are exec()d by gem5: the path is a Python literal.

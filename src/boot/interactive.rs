@@ -79,7 +79,7 @@ pub fn spawn_announcing(cmd: &CommandSpec, log: &std::path::Path) -> Result<(Gro
 
 /// Waits for the listener whose name ends with `name` (e.g. `.remote_gdb`);
 /// others are passed to `other`. Fails when the emulator exits first.
-pub fn wait_listener(child: &mut Group, rx: &mpsc::Receiver<(String, u16)>, name: &str, log: &std::path::Path, other: &mut dyn FnMut(&str, u16)) -> Result<u16> {
+pub fn wait_listener(child: &mut Group, rx: &mpsc::Receiver<(String, u16)>, name: &str, log: &std::path::Path, explain: crate::emulator::Explain, other: &mut dyn FnMut(&str, u16)) -> Result<u16> {
     let start = Instant::now();
     loop {
         match rx.recv_timeout(Duration::from_millis(100)) {
@@ -89,7 +89,7 @@ pub fn wait_listener(child: &mut Group, rx: &mpsc::Receiver<(String, u16)>, name
         }
         if let Some(st) = child.try_wait() {
             let text = std::fs::read_to_string(log).unwrap_or_default();
-            let why = super::emulator_error(&text).or_else(|| text.lines().rev().find(|l| !l.trim().is_empty()).map(|l| l.trim().to_string()));
+            let why = explain(&text).or_else(|| text.lines().rev().find(|l| !l.trim().is_empty()).map(|l| l.trim().to_string()));
             return Err(Error::Infra(format!(
                 "the emulator exited (status {st}) before its {} opened{}; log: {}",
                 name.trim_start_matches('.'),
@@ -113,10 +113,10 @@ pub fn wait_listener(child: &mut Group, rx: &mpsc::Receiver<(String, u16)>, name
 /// announces, and joins it to the user's terminal. Ctrl-A x stops the
 /// machine, as in QEMU; the session also ends when the emulator exits.
 /// Other listeners (the gdb stub) are reported through `other`.
-pub fn run_terminal(cmd: &CommandSpec, terminal: &str, emu_log: &std::path::Path, other: &mut dyn FnMut(&str, u16)) -> Result<i32> {
+pub fn run_terminal(cmd: &CommandSpec, terminal: &str, emu_log: &std::path::Path, explain: crate::emulator::Explain, other: &mut dyn FnMut(&str, u16)) -> Result<i32> {
     use std::net::TcpStream;
     let (mut child, rx) = spawn_announcing(cmd, emu_log)?;
-    let port = wait_listener(&mut child, &rx, terminal, emu_log, other)?;
+    let port = wait_listener(&mut child, &rx, terminal, emu_log, explain, other)?;
     let sock = TcpStream::connect(("127.0.0.1", port)).map_err(Error::io(format!("cannot connect to the console on 127.0.0.1:{port}")))?;
     std::thread::spawn(move || {
         // Later announcements (none expected) are dropped.
@@ -190,7 +190,7 @@ mod tests {
         );
         let cmd = CommandSpec::new("sh").arg("-c").arg(script);
         let mut seen = Vec::new();
-        let st = run_terminal(&cmd, "system.terminal", &dir.path().join("gem5.log"), &mut |n, p| seen.push((n.to_string(), p))).unwrap();
+        let st = run_terminal(&cmd, "system.terminal", &dir.path().join("gem5.log"), |_| None, &mut |n, p| seen.push((n.to_string(), p))).unwrap();
         server.join().unwrap();
         assert_eq!(st, 0);
         assert_eq!(seen, [("system.remote_gdb".to_string(), 7001)]);
@@ -202,7 +202,7 @@ mod tests {
     fn terminal_bridge_reports_an_emulator_that_dies_first() {
         let dir = tempfile::tempdir().unwrap();
         let cmd = CommandSpec::new("sh").arg("-c").arg("echo 'SimObjectCliWrapperException: tried to set or unsettableobject parameter' >&2; exit 1");
-        let e = run_terminal(&cmd, "system.terminal", &dir.path().join("gem5.log"), &mut |_, _| {}).unwrap_err();
+        let e = run_terminal(&cmd, "system.terminal", &dir.path().join("gem5.log"), |_| None, &mut |_, _| {}).unwrap_err();
         assert!(e.to_string().contains("SimObjectCliWrapperException"), "{e}");
     }
 }

@@ -72,6 +72,8 @@ pub struct BootSpec {
     /// The console log stops growing here; the console is still read and
     /// judged to the end.
     pub log_limit: u64,
+    /// Picks the emulator's own error line (its backend's [`crate::emulator::Backend::explainer`]).
+    pub explain: crate::emulator::Explain,
 }
 
 enum Chunk {
@@ -139,14 +141,6 @@ fn pump(stream: impl Read + Send + 'static, emu: bool, tx: mpsc::SyncSender<Chun
     });
 }
 
-/// The last line of the emulator's own output that explains a failure
-/// (gem5's `fatal:`/`panic:`, QEMU's `qemu-system-…:` errors).
-pub(crate) fn emulator_error(text: &str) -> Option<String> {
-    text.lines()
-        .rev()
-        .find(|l| l.starts_with("fatal:") || l.starts_with("panic:") || l.contains("qemu-system-") || l.starts_with("gem5 has encountered a segmentation fault"))
-        .map(|l| l.trim().to_string())
-}
 
 /// The console log, cut at its limit.
 struct Log {
@@ -287,7 +281,7 @@ pub fn run(spec: &BootSpec) -> Result<BootResult> {
     stop_tail.store(true, Ordering::Relaxed);
     con.finish();
     let total = start.elapsed();
-    let emu_error = emulator_error(&emu.text);
+    let emu_error = (spec.explain)(&emu.text);
     if log.cut {
         con.warnings.push(format!("console log cut at {} bytes of {bytes_seen}", log.limit));
     }
@@ -333,6 +327,7 @@ mod tests {
             console_file: None,
             cmds: 4,
             log_limit: DEFAULT_LOG_LIMIT,
+            explain: crate::emulator::qemu::explain,
         };
         let r = run(&spec).unwrap();
         std::mem::forget(dir);
@@ -354,6 +349,7 @@ mod tests {
             console_file: Some(term),
             cmds: 4,
             log_limit: DEFAULT_LOG_LIMIT,
+            explain: crate::emulator::gem5::explain,
         };
         (run(&spec).unwrap(), dir)
     }

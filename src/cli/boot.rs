@@ -9,7 +9,6 @@ use crate::boot::{self, BootSpec};
 use crate::build::BuildOutcome;
 use crate::cli::build::{progress, report_failure, say, BuildArgs};
 use crate::cli::{select_board, Ctx};
-use crate::descriptor::Emulator;
 use crate::error::{exit, Result};
 use crate::machine;
 
@@ -81,10 +80,8 @@ pub fn run(ctx: &Ctx, mut a: Args) -> Result<i32> {
     let mut opts = a.build.options()?;
     opts.work = crate::preflight::Work::Boot;
     let interactive = !a.check && a.cmds.is_empty();
-    let gem5 = match &board.emulator {
-        Emulator::Gem5(g) => Some(ctx.gem5_install(&g.isa, &g.variant).ok_or_else(|| crate::emulator::gem5_missing(&g.isa))?),
-        Emulator::Qemu(_) => None,
-    };
+    let backend = crate::emulator::of(board);
+    let install = backend.locate(&|k: &str, v: &str| ctx.built(k, v))?;
     // Pre-flight for the shell: an interactive boot needs busybox (found or
     // fetched now, before a build that could take half an hour).
     if interactive && board.kernel.initramfs != crate::descriptor::InitramfsMode::Embedded {
@@ -116,7 +113,7 @@ pub fn run(ctx: &Ctx, mut a: Args) -> Result<i32> {
         smp: a.smp,
         emu_args: a.emu_args.clone(),
         interactive,
-        gem5,
+        install,
         modules: a.modules.clone(),
         gdb_port,
         halted: a.gdb,
@@ -134,28 +131,18 @@ pub fn run(ctx: &Ctx, mut a: Args) -> Result<i32> {
         say(&format!("the machine waits for a debugger on 127.0.0.1:{port}; attach with:"));
         say(&format!("  kmatrix debug {sel} --attach {port}"));
     };
-    let is_gem5 = matches!(board.emulator, Emulator::Gem5(_));
-    if let (Some(port), false) = (gdb_port, is_gem5) {
+    // An announced port is only known once the emulator runs.
+    if let (Some(port), crate::emulator::GdbPort::Chosen) = (gdb_port, backend.gdb_port()) {
         attach_hint(port);
     }
-    if let (true, Emulator::Gem5(g)) = (interactive, &board.emulator) {
-        // gem5 chooses its listeners' ports and announces them.
-        say(&format!("booting {} on gem5 (Ctrl-A x stops the simulation; gem5's own output: {})", board.id, run_dir.join("gem5.log").display()));
-        say(&format!("{cmd}"));
-        return boot::run_terminal(&cmd, &g.terminal, &run_dir.join("gem5.log"), &mut |name, port| {
-            if name.ends_with(".remote_gdb") {
-                attach_hint(port);
-            }
-        });
-    }
     if interactive {
-        say(&format!("booting {} (Ctrl-A x quits QEMU)", board.id));
+        say(&backend.interactive_banner(board, &run_dir));
         say(&format!("{cmd}"));
-        return boot::run_interactive(&cmd);
+        return backend.interactive(&cmd, &run_dir, &mut |port| attach_hint(port));
     }
     let timeout = a.timeout.map(Duration::from_secs).unwrap_or(board.timeout);
-    let no_output = (a.no_output_timeout > 0 && crate::emulator::silence_is_a_hang(board)).then(|| Duration::from_secs(a.no_output_timeout));
-    let r = boot::run(&BootSpec { command: cmd, nonce, timeout, no_output_timeout: no_output, log: run_dir.join("console.log"), echo: a.console, console_file: prepared.console_file.clone(), cmds: a.cmds.len(), log_limit: a.console_log_limit << 20 })?;
+    let no_output = (a.no_output_timeout > 0 && backend.silence_is_a_hang()).then(|| Duration::from_secs(a.no_output_timeout));
+    let r = boot::run(&BootSpec { command: cmd, nonce, timeout, no_output_timeout: no_output, log: run_dir.join("console.log"), echo: a.console, console_file: prepared.console_file.clone(), cmds: a.cmds.len(), log_limit: a.console_log_limit << 20, explain: prepared.explain })?;
 
     print_result(&r, &a.cmds, &board.id);
     Ok(if r.outcome.passed() { exit::OK } else { exit::KERNEL_FAILURE })

@@ -9,7 +9,6 @@ use crate::build::BuildOutcome;
 use crate::cli::build::{progress, report_failure, say, BuildArgs};
 use crate::cli::{select_board, Ctx};
 use crate::debug::{self, Session};
-use crate::descriptor::Emulator;
 use crate::error::{Error, Result};
 use crate::machine::{self, BootOptions};
 
@@ -73,24 +72,21 @@ pub fn run(ctx: &Ctx, mut a: Args) -> Result<i32> {
         let gdb = debug::gdb_command(&session);
         return crate::process::foreground(&gdb).map_err(|e| e.with_package("gdb-multiarch"));
     }
-    let gem5 = match &board.emulator {
-        Emulator::Gem5(g) => Some(ctx.gem5_install(&g.isa, &g.variant).ok_or_else(|| crate::emulator::gem5_missing(&g.isa))?),
-        Emulator::Qemu(_) => None,
-    };
+    let backend = crate::emulator::of(board);
+    let install = backend.locate(&|k: &str, v: &str| ctx.built(k, v))?;
     let port = debug::free_port()?;
     session.port = port;
     let run_dir = ctx.cache.dir("runs")?.join(format!("{}-{}-debug", machine::stamp(), board.id));
     let mut append = a.append.clone();
     // A randomised kernel never hits a breakpoint set from vmlinux.
     append.push("nokaslr".into());
-    let bopts = BootOptions { cmds: a.cmds.clone(), append, modules: a.modules.clone(), gem5, gdb_port: Some(port), halted: true, ..Default::default() };
+    let bopts = BootOptions { cmds: a.cmds.clone(), append, modules: a.modules.clone(), install, gdb_port: Some(port), halted: true, ..Default::default() };
     let prepared = machine::prepare_boot(&ctx.cache, &reg, board, &opts.toolchain, &manifest, &bopts, &run_dir, &say)?;
     let log = run_dir.join("console.log");
     let console = prepared.console_file.clone().unwrap_or_else(|| log.clone());
     say(&format!("guest console: {}", console.display()));
-    let gem5 = matches!(board.emulator, Emulator::Gem5(_));
-    if !gem5 {
+    if backend.gdb_port() == crate::emulator::GdbPort::Chosen {
         say(&format!("gdbstub: 127.0.0.1:{port}"));
     }
-    debug::run(&prepared.command, &log, &console, &mut session, gem5)
+    debug::run(&prepared.command, &log, &console, &mut session, backend)
 }

@@ -47,7 +47,6 @@ pub fn missing(reqs: &[Requirement]) -> Vec<&Requirement> {
 }
 
 /// Debian packages gem5's scons build needs (gem5's building docs).
-const GEM5_BUILD_DEPS: &str = "g++ scons m4 python3-dev zlib1g-dev libprotobuf-dev protobuf-compiler libgoogle-perftools-dev libboost-all-dev pkg-config";
 
 #[derive(Serialize)]
 struct Item<'a> {
@@ -65,13 +64,14 @@ struct KernelSource {
     satisfied: bool,
 }
 
+/// An emulator built from source (gem5 per ISA), not installed from a package.
 #[derive(Serialize)]
-struct Gem5 {
-    isa: String,
-    /// Built (or given with --gem5); without it the ISA's boards skip.
+struct Built {
+    emulator: String,
+    /// Built (or given with --gem5); without it its boards skip.
     built: bool,
-    binary: Option<String>,
-    version: Option<String>,
+    /// Its version and binary, or how to build it.
+    detail: String,
 }
 
 /// What `doctor` found; `--format json` prints it as it is.
@@ -80,7 +80,7 @@ struct Report<'a> {
     requirements: Vec<Item<'a>>,
     kernel_source: KernelSource,
     ccache: bool,
-    gem5: Vec<Gem5>,
+    built_emulators: Vec<Built>,
     /// Debian packages to install (`kmatrix setup` does), sorted.
     missing_packages: Vec<String>,
     /// Nothing is missing (exit status 0; otherwise the infra error status).
@@ -96,31 +96,27 @@ pub fn run(ctx: &Ctx, a: DoctorArgs) -> Result<i32> {
     let requirements: Vec<Item> = reqs.iter().map(|r| Item { what: &r.what, package: &r.package, needed_by: &r.needed_by, satisfied: r.satisfied() }).collect();
     let source = crate::source::system_tarball(None).ok();
     let kernel_source = KernelSource { satisfied: source.is_some(), path: source.map(|p| p.display().to_string()), package: KERNEL_SOURCE_PACKAGE };
-    // gem5 is built from source, not installed: not a missing package, but
-    // its boards skip until it is there.
-    let mut isas: Vec<&str> = boards
-        .iter()
-        .filter_map(|b| match &b.emulator {
-            crate::descriptor::Emulator::Gem5(g) => Some(g.isa.as_str()),
-            _ => None,
-        })
-        .collect();
-    isas.sort();
-    isas.dedup();
-    let gem5 = isas
-        .into_iter()
-        .map(|isa| {
-            let g = ctx.gem5_install(isa, "opt");
-            Gem5 { isa: isa.to_string(), built: g.is_some(), binary: g.as_ref().map(|g| g.binary.display().to_string()), version: g.and_then(|g| g.version) }
-        })
-        .collect();
+    // An emulator built from source is not a missing package, but its
+    // boards skip until it is there.
+    let find = |k: &str, v: &str| ctx.built(k, v);
+    let mut built_emulators: Vec<Built> = Vec::new();
+    for b in &boards {
+        let backend = crate::emulator::of(b);
+        let Some(hint) = backend.build_hint() else { continue };
+        let (emulator, version) = backend.describe(&find);
+        if built_emulators.iter().any(|e| e.emulator == emulator) {
+            continue;
+        }
+        let built = backend.locate(&find).is_ok();
+        built_emulators.push(Built { emulator, built, detail: if built { version } else { format!("not built; its boards skip ({hint})") } });
+    }
     let mut missing_packages: Vec<String> = requirements.iter().filter(|r| !r.satisfied).map(|r| r.package.to_string()).collect();
     if !kernel_source.satisfied {
         missing_packages.push(KERNEL_SOURCE_PACKAGE.into());
     }
     missing_packages.sort();
     missing_packages.dedup();
-    let report = Report { ok: missing_packages.is_empty(), requirements, kernel_source, ccache: host::which("ccache").is_some(), gem5, missing_packages };
+    let report = Report { ok: missing_packages.is_empty(), requirements, kernel_source, ccache: host::which("ccache").is_some(), built_emulators, missing_packages };
     match a.format {
         Format::Json => print_json(&report),
         Format::Table => print_table(&report),
@@ -139,14 +135,8 @@ fn print_table(r: &Report) {
         None => println!("kernel source: MISSING (Debian package {KERNEL_SOURCE_PACKAGE}, or pass --source/--source-url)"),
     }
     println!("ccache: {}", if r.ccache { "yes" } else { "no (optional; Debian package ccache makes rebuilds fast)" });
-    for g in &r.gem5 {
-        let isa = &g.isa;
-        match &g.binary {
-            Some(b) => println!("gem5 {isa}: {b} ({})", g.version.as_deref().unwrap_or("version unknown")),
-            None => println!(
-                "gem5 {isa}: not built; its boards skip (`kmatrix emulator build gem5 --isa {isa} --source <gem5 tree>`; build deps: {GEM5_BUILD_DEPS})"
-            ),
-        }
+    for e in &r.built_emulators {
+        println!("{}: {}", e.emulator, e.detail);
     }
     if r.ok {
         println!("everything needed is installed");

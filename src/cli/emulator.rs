@@ -1,16 +1,12 @@
-//! `kmatrix emulator build gem5`: build gem5 from source with scons (classic
-//! memory system, no Ruby: all an AtomicSimpleCPU boot needs, and far fewer
-//! objects) and record it in the cache, where gem5 boards find it.
-//! `--record <binary>` records an existing build instead. Builds resume:
-//! scons picks up where an interrupted run stopped.
+//! `kmatrix emulator build gem5`: build gem5 from source
+//! ([`crate::emulator::gem5::build`]) and record it in the cache, where gem5
+//! boards find it. `--record <binary>` records an existing build instead.
 
 use std::path::PathBuf;
-use std::process::Stdio;
 
 use crate::cli::build::say;
 use crate::cli::Ctx;
-use crate::command::CommandSpec;
-use crate::emulator::Gem5Install;
+use crate::emulator::gem5;
 use crate::error::{exit, Error, Result};
 
 #[derive(Debug, clap::Subcommand)]
@@ -53,32 +49,13 @@ pub struct Args {
     cmd: Cmd,
 }
 
-/// gem5's version from src/base/version.cc (`gem5Version = "24.0.0.1";`).
-fn gem5_version(root: &std::path::Path) -> Option<String> {
-    let text = std::fs::read_to_string(root.join("src/base/version.cc")).ok()?;
-    let line = text.lines().find(|l| l.contains("gem5Version"))?;
-    Some(line.split('"').nth(1)?.to_string())
-}
-
-fn run_step(c: &CommandSpec, dry: bool) -> Result<()> {
-    say(&format!("{c}"));
-    if dry {
-        return Ok(());
-    }
-    // Its own group, so the watchdog stops scons and its compilers if
-    // kmatrix is killed; SIGTERM first, so scons records what it built.
-    let mut g = crate::process::Group::spawn_spec(c, Stdio::inherit(), Stdio::inherit(), Stdio::null(), crate::process::Mode::Group).map_err(|e| e.with_package("scons"))?;
-    let st = g.wait_grace(std::time::Duration::from_secs(120))?;
-    if st == 0 { Ok(()) } else { Err(Error::Infra(format!("`{c}` failed (exit {st})"))) }
-}
-
 pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let Cmd::Build { name, isa, source, source_url, sha256, variant, jobs, record, dry_run } = a.cmd;
     if name != "gem5" {
         return Err(Error::Usage(format!("cannot build emulator `{name}`: only gem5 is built from source (QEMU comes from Debian)")));
     }
-    if !["ARM", "X86"].contains(&isa.as_str()) {
-        return Err(Error::Usage(format!("--isa {isa}: expected ARM or X86")));
+    if !gem5::BUILDABLE_ISAS.contains(&isa.as_str()) {
+        return Err(Error::Usage(format!("--isa {isa}: expected one of {}", gem5::BUILDABLE_ISAS.join(", "))));
     }
     // A tarball or URL becomes a tree in the cache, unpacked once.
     let source = match (source, source_url, sha256) {
@@ -89,42 +66,15 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         }
         (s, _, _) => s,
     };
-    let (binary, root) = match (record, source) {
-        (Some(bin), _) => {
-            let bin = bin.canonicalize().map_err(Error::io(format!("cannot find {}", bin.display())))?;
-            // <root>/build/<ISA>/gem5.<variant>
-            let root = bin.ancestors().nth(3).map(PathBuf::from).ok_or_else(|| Error::Usage("expected <gem5>/build/<ISA>/gem5.<variant>".into()))?;
-            (bin, root)
-        }
-        (None, Some(src)) => {
-            let root = src.canonicalize().map_err(Error::io(format!("cannot find {}", src.display())))?;
-            if !root.join("SConstruct").is_file() {
-                return Err(Error::Usage(format!("{} is not a gem5 source tree (no SConstruct)", root.display())));
-            }
-            let jobs = jobs.unwrap_or_else(crate::machine::default_jobs);
-            let build_dir = format!("build/{isa}");
-            let scons = |args: &[&str]| CommandSpec::new("scons").args(args.iter().copied()).cwd(root.clone());
-            // Configured once (kconfig writes gem5.build/config); scons then resumes.
-            if !root.join(&build_dir).join("gem5.build/config").exists() {
-                run_step(&scons(&["defconfig", &build_dir, &format!("build_opts/{isa}")]), dry_run)?;
-                // An AtomicSimpleCPU boot needs neither Ruby nor SystemC nor
-                // KVM; leaving them out saves about a fifth of the objects.
-                run_step(&scons(&["setconfig", &build_dir, "RUBY=n", "USE_SYSTEMC=n", "USE_KVM=n"]), dry_run)?;
-            }
-            let target = format!("{build_dir}/gem5.{variant}");
-            run_step(&scons(&[&target, &format!("-j{jobs}"), "--ignore-style"]), dry_run)?;
-            (root.join(&target), root)
-        }
+    let what = match (record, source) {
+        (Some(bin), _) => gem5::From::Binary(bin),
+        (None, Some(src)) => gem5::From::Tree(src),
         (None, None) => unreachable!("clap requires --source or --record"),
     };
-    if dry_run {
-        return Ok(exit::OK);
-    }
-    if !binary.is_file() {
-        return Err(Error::Infra(format!("{} was not built", binary.display())));
-    }
-    let inst = Gem5Install { version: gem5_version(&root), binary, root };
-    crate::cache::write_atomic(&ctx.cache.gem5_record(&isa), serde_json::to_string_pretty(&inst).expect("serialises").as_bytes())?;
-    println!("gem5 {} for {isa}: {} (recorded in {})", inst.version.as_deref().unwrap_or("?"), inst.binary.display(), ctx.cache.gem5_record(&isa).display());
+    let jobs = jobs.unwrap_or_else(crate::machine::default_jobs);
+    let Some(inst) = gem5::build(&isa, &variant, what, jobs, dry_run, &say)? else { return Ok(exit::OK) };
+    let record = gem5::record_path(&ctx.cache, &isa);
+    crate::cache::write_atomic(&record, serde_json::to_string_pretty(&inst).expect("serialises").as_bytes())?;
+    println!("gem5 {} for {isa}: {} (recorded in {})", inst.version.as_deref().unwrap_or("?"), inst.binary.display(), record.display());
     Ok(exit::OK)
 }

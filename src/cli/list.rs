@@ -4,7 +4,7 @@ use comfy_table::{presets::UTF8_BORDERS_ONLY, Table};
 use serde::Serialize;
 
 use crate::cli::{print_json, Ctx, Format, OK};
-use crate::descriptor::{Emulator, Registry};
+use crate::descriptor::Registry;
 use crate::error::Result;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -45,10 +45,9 @@ struct BoardRow<'a> {
     /// The table's "machine" column: `<qemu binary> -M <machine>` or
     /// `gem5 <ISA> <script>`.
     machine: String,
-    qemu_binary: Option<&'a str>,
-    qemu_machine: Option<&'a str>,
-    gem5_isa: Option<&'a str>,
-    gem5_script: Option<&'a str>,
+    /// The emulator table's main facts (qemu: binary, machine; gem5: isa,
+    /// variant, script).
+    emulator_facts: std::collections::BTreeMap<&'static str, String>,
     description: &'a str,
     origin: &'a str,
 }
@@ -94,19 +93,13 @@ fn listing(reg: &Registry, kind: Option<Kind>) -> Listing<'_> {
         reg.boards
             .values()
             .map(|b| {
-                let (machine, qemu, gem5) = match &b.emulator {
-                    Emulator::Qemu(q) => (format!("{} -M {}", q.binary, q.machine), Some(q), None),
-                    Emulator::Gem5(g) => (format!("gem5 {} {}", g.isa, g.script.rsplit('/').next().unwrap_or("")), None, Some(g)),
-                };
+                let backend = crate::emulator::of(b);
                 BoardRow {
                     id: &b.id,
                     arch: &b.arch,
                     emulator: b.emulator.kind(),
-                    machine,
-                    qemu_binary: qemu.map(|q| q.binary.as_str()),
-                    qemu_machine: qemu.map(|q| q.machine.as_str()),
-                    gem5_isa: gem5.map(|g| g.isa.as_str()),
-                    gem5_script: gem5.map(|g| g.script.as_str()),
+                    machine: backend.machine(),
+                    emulator_facts: backend.facts(),
                     description: &b.description,
                     origin: &b.origin,
                 }

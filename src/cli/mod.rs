@@ -24,7 +24,6 @@ use clap::{Parser, Subcommand};
 
 use crate::cache::Cache;
 use crate::descriptor::{self, Board, Layers, Registry};
-use crate::emulator::Gem5Install;
 use crate::error::{exit, Error, Result};
 
 #[derive(Debug, Parser)]
@@ -93,16 +92,12 @@ impl Ctx {
         descriptor::load(&self.layers).map_err(Error::Descriptors)
     }
 
-    /// gem5 from --gem5, else the one recorded in the cache.
-    pub fn gem5_install(&self, isa: &str, variant: &str) -> Option<Gem5Install> {
+    /// An emulator built from source ([`crate::emulator::Finder`]): gem5
+    /// from --gem5, else the one recorded in the cache for the ISA.
+    pub fn built(&self, isa: &str, _variant: &str) -> Option<crate::emulator::Install> {
         match &self.gem5 {
-            Some(bin) => {
-                // <root>/build/<ISA>/gem5.<variant>
-                let root = bin.parent()?.parent()?.parent()?.to_path_buf();
-                let _ = (isa, variant);
-                Some(Gem5Install { binary: bin.clone(), root, version: None })
-            }
-            None => self.cache.gem5(isa),
+            Some(bin) => crate::emulator::gem5::from_binary(bin),
+            None => crate::emulator::gem5::recorded(&self.cache, isa),
         }
     }
 }

@@ -27,8 +27,8 @@ impl Probe for HostProbe<'_> {
     fn toolchain_installed(&self, _toolchain: &str, cc: &str) -> bool {
         crate::host::which(cc).is_some()
     }
-    fn gem5(&self, isa: &str, variant: &str) -> Option<crate::emulator::Gem5Install> {
-        self.0.gem5_install(isa, variant)
+    fn built(&self, key: &str, variant: &str) -> Option<crate::emulator::Install> {
+        self.0.built(key, variant)
     }
     fn compiler_version(&self, cc: &str, args: &[String]) -> Option<String> {
         crate::host::which(cc).map(|p| crate::build::tool_version(&p, args))

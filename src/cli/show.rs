@@ -166,24 +166,23 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let r = recipe::recipe(&paths, arch, tc, &inputs, &targets, crate::host::which("ccache").is_some(), "@0");
     let image = paths.build.join(&board.kernel.image);
     let dtb = board.kernel.dtb.as_ref().map(|d| paths.build.join(d));
-    let gem5 = match &board.emulator {
-        crate::descriptor::Emulator::Gem5(g) => ctx.gem5_install(&g.isa, &g.variant),
-        _ => None,
-    };
+    let backend = emulator::of(board);
+    let install = backend.locate(&|k: &str, v: &str| ctx.built(k, v)).ok().flatten();
     let inputs_boot = BootInputs {
         kernel: a.kernel.clone().unwrap_or_else(|| image.clone()),
         initrd: Some(a.initrd.clone().unwrap_or_else(|| PathBuf::from("<initramfs.cpio.gz>"))),
         dtb: a.dtb.clone().or(dtb.clone()),
-        gem5,
+        install,
         ..Default::default()
     };
     let emu = emulator::command(board, &inputs_boot);
     let attach = gdb::Attach { vmlinux: paths.build.join("vmlinux"), build_dir: paths.build.clone(), port: 1234, breakpoints: vec!["start_kernel".into()], helpers: None };
-    // The port is only known at run time: a free one for QEMU, the one gem5
-    // announces for gem5. Show that instead of a made-up number.
-    let port_word = match &board.emulator {
-        crate::descriptor::Emulator::Gem5(_) => "<port gem5 announces>",
-        _ => "<free port>",
+    // The port is only known at run time: a free one kmatrix picks, or the
+    // one the emulator announces. Show that instead of a made-up number.
+    let announced = format!("<port {} announces>", backend.kind());
+    let port_word = match backend.gdb_port() {
+        emulator::GdbPort::Announced(_) => announced.as_str(),
+        emulator::GdbPort::Chosen => "<free port>",
     };
     let gdb_cmds: Vec<String> = gdb::setup_commands(arch, &attach)
         .into_iter()

@@ -103,9 +103,9 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let start = Instant::now();
     let (tx, rx) = mpsc::channel::<Event>();
     let mut progress = Progress::new();
-    let gem5 = |isa: &str, variant: &str| ctx.gem5_install(isa, variant);
+    let built = |key: &str, variant: &str| ctx.built(key, variant);
     let run_result = std::thread::scope(|s| {
-        let h = s.spawn(|| runner::run(&ctx.cache, &reg, &plan, &opts, &gem5, tx));
+        let h = s.spawn(|| runner::run(&ctx.cache, &reg, &plan, &opts, &built, tx));
         // Every event reaches every reporter: the live view and the results file.
         loop {
             let e = match rx.recv_timeout(Duration::from_secs(1)) {
@@ -133,7 +133,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     results.wall_seconds = Some(start.elapsed().as_secs_f64());
     results.peak_rss_kib = peak_rss_kib();
     results.cells.sort_by(|a, b| (&a.board, &a.toolchain, &a.kernel, &a.config).cmp(&(&b.board, &b.toolchain, &b.kernel, &b.config)));
-    results.environment = Some(environment::gather(&reg, &plan, &results, &gem5));
+    results.environment = Some(environment::gather(&reg, &plan, &results, &built));
     results.save(&dir)?;
     run_result?;
     println!("{}", report::table(&results, crate::cli::colour(std::io::IsTerminal::is_terminal(&std::io::stdout())), &report::Layout::default()));

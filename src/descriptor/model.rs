@@ -167,10 +167,7 @@ pub enum Emulator {
 
 impl Emulator {
     pub fn kind(&self) -> &'static str {
-        match self {
-            Emulator::Qemu(_) => "qemu",
-            Emulator::Gem5(_) => "gem5",
-        }
+        crate::emulator::backend(self).kind()
     }
 }
 

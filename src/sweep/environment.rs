@@ -3,7 +3,6 @@
 
 use super::results::{Environment, Results};
 use crate::descriptor::Registry;
-use crate::emulator::Gem5Install;
 use crate::plan::Plan;
 
 fn uname() -> (String, String) {
@@ -28,7 +27,7 @@ fn push_unique(v: &mut Vec<String>, s: &str) {
     }
 }
 
-pub fn gather(reg: &Registry, plan: &Plan, r: &Results, gem5: &dyn Fn(&str, &str) -> Option<Gem5Install>) -> Environment {
+pub fn gather(reg: &Registry, plan: &Plan, r: &Results, built: &crate::emulator::Finder) -> Environment {
     let (host, host_kernel) = uname();
     let mut env = Environment { host, host_kernel, os: os_release(), ..Default::default() };
     for c in &r.cells {
@@ -51,7 +50,7 @@ pub fn gather(reg: &Registry, plan: &Plan, r: &Results, gem5: &dyn Fn(&str, &str
     boards.dedup();
     for b in boards {
         if let Some(board) = reg.boards.get(b) {
-            let (name, version) = crate::emulator::describe(board, gem5);
+            let (name, version) = crate::emulator::describe(board, built);
             env.emulators.entry(name).or_insert(version);
         }
     }

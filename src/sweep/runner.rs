@@ -19,8 +19,7 @@ use super::results::{CellResult, Verdict};
 use crate::boot::{self, BootSpec};
 use crate::build::{self, BuildOutcome, Request};
 use crate::cache::Cache;
-use crate::descriptor::{Emulator, Registry};
-use crate::emulator::Gem5Install;
+use crate::descriptor::Registry;
 use crate::error::{Error, Result};
 use crate::machine::{self, BootOptions};
 use crate::plan::{BuildUnit, Cell, CellState, Plan};
@@ -120,7 +119,7 @@ pub fn run(
     reg: &Registry,
     plan: &Plan,
     opts: &Options,
-    gem5: &(dyn Fn(&str, &str) -> Option<Gem5Install> + Sync),
+    built: &(dyn Fn(&str, &str) -> Option<crate::emulator::Install> + Sync),
     tx: Sender<Event>,
 ) -> Result<()> {
     let interrupted = crate::process::interrupted();
@@ -189,7 +188,7 @@ pub fn run(
             let slots = &slots;
             s.spawn(move || {
                 let key = serde_json::to_string(&unit.kernel.source).expect("serialises");
-                let r = worker(cache, reg, unit, &my, &sources[&key], jobs, slots, opts, gem5, &tx);
+                let r = worker(cache, reg, unit, &my, &sources[&key], jobs, slots, opts, built, &tx);
                 if let Err(e) = r {
                     // Whatever the worker could not finish is an infra error.
                     if !matches!(e, Error::Interrupted) {
@@ -218,7 +217,7 @@ fn worker(
     jobs: &jobserver::Client,
     slots: &Slots,
     opts: &Options,
-    gem5: &(dyn Fn(&str, &str) -> Option<Gem5Install> + Sync),
+    built: &(dyn Fn(&str, &str) -> Option<crate::emulator::Install> + Sync),
     tx: &Sender<Event>,
 ) -> Result<()> {
     let interrupted = crate::process::interrupted();
@@ -342,7 +341,7 @@ fn worker(
         let mut attempt = 1;
         let mut first: Option<(Verdict, Option<String>, String)> = None;
         loop {
-            match boot_cell(cache, reg, c, &manifest, jobs, opts, gem5, tx, attempt) {
+            match boot_cell(cache, reg, c, &manifest, jobs, opts, built, tx, attempt) {
                 Ok((res, log)) => {
                     let v = res.outcome.verdict;
                     if retryable(v) && attempt <= opts.retries && !interrupted.load(Ordering::Relaxed) {
@@ -406,15 +405,13 @@ fn boot_cell(
     manifest: &build::Manifest,
     jobs: &jobserver::Client,
     opts: &Options,
-    gem5: &(dyn Fn(&str, &str) -> Option<Gem5Install> + Sync),
+    built: &(dyn Fn(&str, &str) -> Option<crate::emulator::Install> + Sync),
     tx: &Sender<Event>,
     attempt: u32,
 ) -> Result<(boot::BootResult, String)> {
     let board = &reg.boards[&c.board];
-    let gem5 = match &board.emulator {
-        Emulator::Gem5(g) => Some(gem5(&g.isa, &g.variant).ok_or_else(|| crate::emulator::gem5_missing(&g.isa))?),
-        Emulator::Qemu(_) => None,
-    };
+    let backend = crate::emulator::of(board);
+    let install = backend.locate(built)?;
     // A manifest built for another board of the same arch may lack this
     // board's image (gem5 wants vmlinux, QEMU an Image).
     let mut manifest = manifest.clone();
@@ -423,7 +420,7 @@ fn boot_cell(
     let name = if attempt == 1 { c.id.clone() } else { format!("{}.attempt{attempt}", c.id) };
     let run_dir = opts.dir.join("runs").join(&name);
     std::fs::create_dir_all(&run_dir).map_err(Error::io(format!("cannot create {}", run_dir.display())))?;
-    let bopts = BootOptions { gem5, cmds: c.cmds.clone(), ..Default::default() };
+    let bopts = BootOptions { install, cmds: c.cmds.clone(), ..Default::default() };
     let prepared = machine::prepare_boot(cache, reg, board, &c.toolchain, &manifest, &bopts, &run_dir, &|_| {})?;
     // One token per running emulator: boots share the budget with builds.
     let _token = jobs.acquire().map_err(Error::io("jobserver"))?;
@@ -433,12 +430,13 @@ fn boot_cell(
         command: prepared.command,
         nonce: prepared.nonce,
         timeout: Duration::from_secs(c.timeout_secs),
-        no_output_timeout: opts.no_output_timeout.filter(|_| crate::emulator::silence_is_a_hang(board)),
+        no_output_timeout: opts.no_output_timeout.filter(|_| backend.silence_is_a_hang()),
         log: opts.dir.join(&rel),
         echo: false,
         console_file: prepared.console_file,
         cmds: c.cmds.len(),
         log_limit: opts.console_log_limit,
+        explain: backend.explainer(),
     };
     let res = boot::run(&spec)?;
     let _ = std::fs::remove_file(run_dir.join("initramfs.cpio.gz"));

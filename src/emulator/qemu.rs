@@ -1,0 +1,132 @@
+//! The QEMU backend: `qemu-system-*` from Debian, the console on its
+//! stdout, a gdbstub on a loopback port kmatrix chooses.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use super::{cmdline, path, Backend, BootInputs, Explain, Features, Finder, GdbPort, Install, Prepare, Staged};
+use crate::command::CommandSpec;
+use crate::descriptor::{Board, Qemu};
+use crate::error::Result;
+use crate::host::{Check, Requirement};
+
+impl Backend for Qemu {
+    fn kind(&self) -> &'static str {
+        "qemu"
+    }
+
+    fn machine(&self) -> String {
+        format!("{} -M {}", self.binary, self.machine)
+    }
+
+    fn facts(&self) -> BTreeMap<&'static str, String> {
+        BTreeMap::from([("binary", self.binary.clone()), ("machine", self.machine.clone())])
+    }
+
+    fn features(&self) -> Features {
+        // Snapshots over QMP are the QEMU counterpart; not yet wired.
+        Features { checkpoints: false }
+    }
+
+    fn locate(&self, _built: &Finder) -> Result<Option<Install>> {
+        // A Debian package: a missing binary is reported, with its package,
+        // when it is spawned and by pre-flight.
+        Ok(None)
+    }
+
+    fn build_hint(&self) -> Option<String> {
+        None
+    }
+
+    fn requirements(&self, board: &Board) -> Vec<Requirement> {
+        let pkg = board.host_packages.first().cloned().unwrap_or_else(|| self.binary.clone());
+        vec![Requirement { what: self.binary.clone(), check: Check::Program(self.binary.clone()), package: pkg, needed_by: board.id.clone() }]
+    }
+
+    fn describe(&self, _built: &Finder) -> (String, String) {
+        let v = crate::host::which(&self.binary)
+            .map(|p| crate::build::tool_version(&p, &["--version".to_string()]))
+            .unwrap_or_else(|| "not installed".into());
+        (self.binary.clone(), v)
+    }
+
+    fn prepare(&self, _p: &Prepare) -> Result<Staged> {
+        Ok(Staged::new())
+    }
+
+    fn command(&self, board: &Board, i: &BootInputs) -> CommandSpec {
+        let q = self;
+        let mut c = CommandSpec::new(&q.binary).args(["-M", &q.machine]);
+        if let Some(cpu) = &q.cpu {
+            c = c.args(["-cpu", cpu]);
+        }
+        let mem = i.memory_mib.unwrap_or(board.memory_mib);
+        c = c.args(["-m".to_string(), format!("{mem}M")]);
+        let smp = i.smp.unwrap_or(q.smp);
+        if smp != 1 {
+            c = c.args(["-smp".to_string(), smp.to_string()]);
+        }
+        // -nodefaults: no NIC, no VGA, no default monitor. -no-reboot: a guest
+        // reboot (panic=-1 after a panic, or the board's reboot-based exit)
+        // ends QEMU instead of looping; verdicts come from the console, never
+        // from QEMU's exit status.
+        c = c.args(["-nographic", "-nodefaults", "-no-user-config", "-no-reboot"]);
+        // Interactive: QEMU's monitor muxed in, so Ctrl-A x quits.
+        c = c.args(["-serial", if i.interactive { "mon:stdio" } else { "stdio" }]);
+        c = c.args(["-kernel".to_string(), i.kernel.display().to_string()]);
+        if board.kernel.dtb.is_some() || i.dtb.is_some() {
+            c = c.args(["-dtb".to_string(), path(&i.dtb, "<dtb>")]);
+        }
+        if let Some(initrd) = &i.initrd {
+            c = c.args(["-initrd".to_string(), initrd.display().to_string()]);
+        }
+        c = c.args(["-append".to_string(), cmdline(board, i)]);
+        if let Some(port) = i.gdb_port {
+            // Loopback only: a gdbstub gives full control of the guest.
+            c = c.args(["-gdb".to_string(), format!("tcp:127.0.0.1:{port}")]);
+        }
+        if i.halted {
+            c = c.arg("-S");
+        }
+        c.args(q.extra_args.iter().cloned()).args(i.extra_args.iter().cloned())
+    }
+
+    fn console_file(&self, _run_dir: &Path) -> Option<PathBuf> {
+        None
+    }
+
+    fn gdb_port(&self) -> GdbPort {
+        GdbPort::Chosen
+    }
+
+    fn silence_is_a_hang(&self) -> bool {
+        true
+    }
+
+    fn explainer(&self) -> Explain {
+        explain
+    }
+
+    fn interactive(&self, cmd: &CommandSpec, _run_dir: &Path, _on_gdb_port: &mut dyn FnMut(u16)) -> Result<i32> {
+        crate::boot::run_interactive(cmd)
+    }
+
+    fn interactive_banner(&self, board: &Board, _run_dir: &Path) -> String {
+        format!("booting {} (Ctrl-A x quits QEMU)", board.id)
+    }
+}
+
+/// QEMU's own errors start with its program name
+/// (`qemu-system-x86_64: -kernel x: No such file or directory`).
+pub(crate) fn explain(text: &str) -> Option<String> {
+    text.lines().rev().find(|l| l.contains("qemu-system-")).map(|l| l.trim().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn explains_qemu_errors_only() {
+        assert_eq!(super::explain("x\nqemu-system-arm: -dtb y: No such file\nz\n").as_deref(), Some("qemu-system-arm: -dtb y: No such file"));
+        assert_eq!(super::explain("fatal: not qemu\n"), None);
+    }
+}
