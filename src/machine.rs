@@ -126,7 +126,7 @@ pub fn embed_initramfs(cache: &Cache, arch: &crate::descriptor::Arch, tc: &crate
     let spec = image::Spec {
         init: init::build(cache, arch, tc)?,
         busybox: Some(busybox::locate(cache, arch, None)?),
-        conf: image::InitConf { nonce: "embedded".into(), poweroff: board.poweroff, cmds: vec![], shell: false, readfile: true, checkpoint: false },
+        conf: image::InitConf { nonce: "embedded".into(), poweroff: board.poweroff, cmds: vec![], shell: false, readfile: true, checkpoint: false, shares: vec![], net: None },
         modules: vec![],
     };
     let data = image::archive(&spec)?;
@@ -174,6 +174,10 @@ pub struct BootOptions {
     pub checkpoint: Option<PathBuf>,
     /// Restore the checkpoint in this directory.
     pub restore: Option<PathBuf>,
+    /// Host directories shared into the guest, mounted at `/mnt/<tag>`.
+    pub shares: Vec<crate::emulator::Share>,
+    pub net: Option<crate::emulator::Net>,
+    pub disks: Vec<crate::emulator::Disk>,
 }
 
 /// A boot ready to run: the emulator argv and the marker nonce.
@@ -233,9 +237,26 @@ pub fn prepare_boot(
         shell: false,
         readfile: false,
         checkpoint: o.checkpoint.is_some(),
+        shares: o.shares.iter().map(|s| (s.tag.clone(), format!("/mnt/{}", s.tag))).collect(),
+        // QEMU's user-mode network hands out 10.0.2.15; the host is 10.0.2.2.
+        net: o.net.as_ref().map(|_| "10.0.2.15/24 10.0.2.2".to_string()),
     };
-    if !backend.features().checkpoints && (o.checkpoint.is_some() || o.restore.is_some()) {
-        return Err(Error::Usage(format!("--checkpoint/--restore need an emulator with checkpoints (gem5); `{}` runs on {}", board.id, backend.kind())));
+    let f = backend.features();
+    let refuse = |what: &str| Err(Error::Usage(format!("board `{}` ({}) has no {what}", board.id, backend.kind())));
+    if !f.checkpoints && (o.checkpoint.is_some() || o.restore.is_some()) {
+        return refuse("checkpoints (--checkpoint/--restore need gem5)");
+    }
+    if !f.shares && !o.shares.is_empty() {
+        return refuse("shared folders (--share): its descriptor has no [qemu.share]");
+    }
+    if !f.net && o.net.is_some() {
+        return refuse("network (--net): its descriptor has no [qemu.net]");
+    }
+    if !f.disks && !o.disks.is_empty() {
+        return refuse("disks (--disk): its descriptor has no [qemu.disk]");
+    }
+    if embedded && (!o.shares.is_empty() || o.net.is_some()) {
+        return refuse("lab setup: its initramfs is linked into the kernel");
     }
     let initrd = if embedded {
         None
@@ -288,6 +309,9 @@ pub fn prepare_boot(
         install: o.install.clone(),
         gdb_port: o.gdb_port,
         halted: o.halted,
+        shares: o.shares.clone(),
+        net: o.net.clone(),
+        disks: o.disks.clone(),
     };
     Ok(PreparedBoot {
         command: backend.command(board, &inputs),

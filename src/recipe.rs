@@ -39,6 +39,7 @@ pub fn config_inputs(reg: &Registry, arch: &Arch, board: &Board, config: Option<
         if let Some(p) = &c.profile {
             fragments.push(reg.fragments[p].clone());
             fragments.extend(arch.profiles.get(p).cloned());
+            fragments.extend(board.profiles.get(p).cloned());
             profile = Some(p.clone());
         }
         fragments.extend(c.config.clone());

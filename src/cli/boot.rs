@@ -16,6 +16,8 @@ use crate::machine;
 pub struct Args {
     #[command(flatten)]
     pub build: BuildArgs,
+    #[command(flatten)]
+    pub lab: crate::cli::lab::LabArgs,
     /// Boot non-interactively and print a verdict (exit 0 pass, 1 kernel failure, 2 kmatrix error).
     #[arg(long)]
     pub check: bool,
@@ -72,9 +74,11 @@ pub struct Args {
 }
 
 pub fn run(ctx: &Ctx, mut a: Args) -> Result<i32> {
-    if a.gdb && a.build.profile.is_none() {
+    // gdb and the lab devices need the debug profile's kernel.
+    if (a.gdb || a.lab.any()) && a.build.profile.is_none() {
         a.build.profile = Some("debug".into());
     }
+    let lab = a.lab.parse()?;
     let reg = ctx.registry()?;
     let board = select_board(&reg, a.build.arch.as_deref(), a.build.board.as_deref())?;
     let mut opts = a.build.options()?;
@@ -119,6 +123,9 @@ pub fn run(ctx: &Ctx, mut a: Args) -> Result<i32> {
         halted: a.gdb,
         checkpoint,
         restore,
+        shares: lab.shares,
+        net: lab.net,
+        disks: lab.disks,
     };
     let prepared = machine::prepare_boot(&ctx.cache, &reg, board, &opts.toolchain, &manifest, &bopts, &run_dir, &say)?;
     let (cmd, nonce) = (prepared.command, prepared.nonce);

@@ -16,6 +16,8 @@ use crate::machine::{self, BootOptions};
 pub struct Args {
     #[command(flatten)]
     pub build: BuildArgs,
+    #[command(flatten)]
+    pub lab: crate::cli::lab::LabArgs,
     /// Breakpoint location (repeatable).
     #[arg(long = "break", value_name = "LOCATION", default_value = "start_kernel")]
     pub breaks: Vec<String>,
@@ -80,7 +82,19 @@ pub fn run(ctx: &Ctx, mut a: Args) -> Result<i32> {
     let mut append = a.append.clone();
     // A randomised kernel never hits a breakpoint set from vmlinux.
     append.push("nokaslr".into());
-    let bopts = BootOptions { cmds: a.cmds.clone(), append, modules: a.modules.clone(), install, gdb_port: Some(port), halted: true, ..Default::default() };
+    let lab = a.lab.parse()?;
+    let bopts = BootOptions {
+        cmds: a.cmds.clone(),
+        append,
+        modules: a.modules.clone(),
+        install,
+        gdb_port: Some(port),
+        halted: true,
+        shares: lab.shares,
+        net: lab.net,
+        disks: lab.disks,
+        ..Default::default()
+    };
     let prepared = machine::prepare_boot(&ctx.cache, &reg, board, &opts.toolchain, &manifest, &bopts, &run_dir, &say)?;
     let log = run_dir.join("console.log");
     let console = prepared.console_file.clone().unwrap_or_else(|| log.clone());

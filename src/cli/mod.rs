@@ -10,6 +10,7 @@ mod debug;
 mod emulator;
 mod doctor;
 mod history;
+mod lab;
 mod list;
 mod module;
 mod plan;

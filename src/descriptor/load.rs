@@ -576,6 +576,13 @@ fn resolve_board(
         }
     }
     let config = raw.kernel.config.as_ref().and_then(|c| inline_fragment(id, file, c, d));
+    let mut profiles = BTreeMap::new();
+    for (name, p) in &raw.profiles {
+        if let Some(c) = &p.config
+            && let Some(f) = inline_fragment(&format!("{id}-{name}"), file, c, d) {
+                profiles.insert(name.clone(), f);
+            }
+    }
     let when = resolve_when(id, file, &raw.kernel.when, false, d);
     let kernels = raw.kernels.as_ref().and_then(|k| range(file, k, d));
     let initramfs = match raw.kernel.initramfs.as_ref().map(|s| s.get_ref().as_str()) {
@@ -600,6 +607,9 @@ fn resolve_board(
                 cpu: q.cpu.map(Spanned::into_inner),
                 smp: q.smp.map(Spanned::into_inner).unwrap_or(1),
                 extra_args: q.extra_args.into_iter().map(Spanned::into_inner).collect(),
+                share: q.share.map(|x| x.args.into_iter().map(Spanned::into_inner).collect()),
+                net: q.net.map(|x| x.args.into_iter().map(Spanned::into_inner).collect()),
+                disk: q.disk.map(|x| x.args.into_iter().map(Spanned::into_inner).collect()),
             }))
         }
         (None, Some(g)) => {
@@ -671,6 +681,7 @@ fn resolve_board(
             initramfs,
             when,
         },
+        profiles,
         emulator: emulator?,
     })
 }

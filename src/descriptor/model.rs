@@ -140,6 +140,8 @@ pub struct Board {
     /// Kernel versions the board runs; None: any.
     pub kernels: Option<Range>,
     pub kernel: BoardKernel,
+    /// Config lines per profile, added after the arch's.
+    pub profiles: BTreeMap<String, Fragment>,
     pub emulator: Emulator,
 }
 
@@ -178,6 +180,10 @@ pub struct Qemu {
     pub cpu: Option<String>,
     pub smp: u32,
     pub extra_args: Vec<String>,
+    /// Argument templates of the lab devices (None: the machine has none).
+    pub share: Option<Vec<String>>,
+    pub net: Option<Vec<String>>,
+    pub disk: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -92,6 +92,10 @@ pub struct RawBoard {
     /// Kernel versions the board can run (a range); cells outside are skips.
     pub kernels: Option<S<String>>,
     pub kernel: RawBoardKernel,
+    /// Extra kernel config lines this board needs for a profile (the
+    /// `debug` profile's lab devices: NIC, virtio transport).
+    #[serde(default)]
+    pub profiles: BTreeMap<String, RawArchProfile>,
     pub qemu: Option<S<RawQemu>>,
     pub gem5: Option<S<RawGem5>>,
 }
@@ -123,6 +127,17 @@ pub struct RawQemu {
     pub smp: Option<S<u32>>,
     #[serde(default)]
     pub extra_args: Vec<S<String>>,
+    /// Lab devices: the arguments that attach a 9p share, a user-mode NIC
+    /// and a disk on this machine (placeholders in `{}`).
+    pub share: Option<RawQemuDevice>,
+    pub net: Option<RawQemuDevice>,
+    pub disk: Option<RawQemuDevice>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawQemuDevice {
+    pub args: Vec<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

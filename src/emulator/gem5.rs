@@ -61,7 +61,7 @@ impl Backend for Gem5 {
     }
 
     fn features(&self) -> Features {
-        Features { checkpoints: true }
+        Features { checkpoints: true, shares: false, net: false, disks: false }
     }
 
     fn locate(&self, built: &Finder) -> Result<Option<Install>> {

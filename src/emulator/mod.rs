@@ -50,6 +50,34 @@ pub struct BootInputs {
     pub staged: Staged,
     /// Machine state: written after the boot marker, or restored from.
     pub checkpoint: Option<Checkpoint>,
+    /// Host directories shared into the guest (9p).
+    pub shares: Vec<Share>,
+    /// A user-mode (slirp) network.
+    pub net: Option<Net>,
+    /// Disks on the board's block device, in order (the first is /dev/vda).
+    pub disks: Vec<Disk>,
+}
+
+/// A host directory the guest mounts at `/mnt/<tag>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Share {
+    pub path: PathBuf,
+    pub tag: String,
+}
+
+/// User-mode networking: the guest is 10.0.2.15/24, the host 10.0.2.2.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Net {
+    /// TCP `(host port on 127.0.0.1, guest port)`.
+    pub forwards: Vec<(u16, u16)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Disk {
+    pub file: PathBuf,
+    /// `raw` or `qcow2`.
+    pub format: String,
+    pub readonly: bool,
 }
 
 /// Files a backend stages for one boot, by name.
@@ -79,6 +107,12 @@ pub type Finder<'a> = dyn Fn(&str, &str) -> Option<Install> + 'a;
 pub struct Features {
     /// Save the machine after the boot marker and start later boots from it.
     pub checkpoints: bool,
+    /// Host directories shared into the guest.
+    pub shares: bool,
+    /// User-mode networking with forwarded ports.
+    pub net: bool,
+    /// Disks (and so a disk root).
+    pub disks: bool,
 }
 
 /// How a debugger finds the emulator's gdb stub.

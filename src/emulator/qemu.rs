@@ -25,7 +25,7 @@ impl Backend for Qemu {
 
     fn features(&self) -> Features {
         // Snapshots over QMP are the QEMU counterpart; not yet wired.
-        Features { checkpoints: false }
+        Features { checkpoints: false, shares: self.share.is_some(), net: self.net.is_some(), disks: self.disk.is_some() }
     }
 
     fn locate(&self, _built: &Finder) -> Result<Option<Install>> {
@@ -88,6 +88,7 @@ impl Backend for Qemu {
         if i.halted {
             c = c.arg("-S");
         }
+        c = c.args(lab_args(q, i));
         c.args(q.extra_args.iter().cloned()).args(i.extra_args.iter().cloned())
     }
 
@@ -114,6 +115,48 @@ impl Backend for Qemu {
     fn interactive_banner(&self, board: &Board, _run_dir: &Path) -> String {
         format!("booting {} (Ctrl-A x quits QEMU)", board.id)
     }
+}
+
+/// A value inside a QEMU `key=value,...` option: commas are doubled.
+fn opt(s: &str) -> String {
+    s.replace(',', ",,")
+}
+
+fn fill(template: &[String], vars: &[(&str, String)]) -> Vec<String> {
+    template
+        .iter()
+        .map(|a| {
+            let mut out = a.clone();
+            for (k, v) in vars {
+                out = out.replace(&format!("{{{k}}}"), v);
+            }
+            out
+        })
+        .collect()
+}
+
+/// The board's lab device templates filled in for this boot's shares,
+/// network and disks. A boot asks only for what the backend's features
+/// say the board has (checked before the command is made).
+fn lab_args(q: &Qemu, i: &BootInputs) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(t) = &q.share {
+        for (n, s) in i.shares.iter().enumerate() {
+            out.extend(fill(t, &[("id", format!("kmxfs{n}")), ("path", opt(&s.path.display().to_string())), ("tag", opt(&s.tag))]));
+        }
+    }
+    if let (Some(t), Some(net)) = (&q.net, &i.net) {
+        // Forwarded ports listen on the host's loopback only.
+        let hostfwd: String = net.forwards.iter().map(|(h, g)| format!(",hostfwd=tcp:127.0.0.1:{h}-:{g}")).collect();
+        out.extend(fill(t, &[("hostfwd", hostfwd)]));
+    }
+    if let Some(t) = &q.disk {
+        for (n, d) in i.disks.iter().enumerate() {
+            let readonly = if d.readonly { ",readonly=on".to_string() } else { String::new() };
+            out.extend(fill(t, &[("id", format!("kmxdisk{n}")), ("file", opt(&d.file.display().to_string())), ("format", d.format.clone()), ("readonly", readonly)]));
+        }
+    }
+    out
 }
 
 /// QEMU's own errors start with its program name

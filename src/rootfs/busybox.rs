@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 pub const APPLETS: &[&str] = &[
     "sh", "ash", "cat", "cp", "dd", "df", "dmesg", "echo", "env", "false", "free", "grep", "head", "hostname", "insmod",
     "kill", "ln", "ls", "lsmod", "mkdir", "mknod", "modprobe", "mount", "mv", "ps", "pwd", "readlink", "rm", "rmmod", "sed",
-    "sleep", "sync", "tail", "test", "top", "touch", "true", "umount", "uname", "uptime", "vi", "wc", "awk", "find",
+    "sleep", "sync", "tail", "test", "top", "touch", "true", "umount", "uname", "uptime", "vi", "wc", "awk", "find", "nc", "wget",
     "chmod", "stat", "sysctl", "init", "poweroff", "reboot", "halt", "cttyhack", "clear", "more", "less", "ip", "ifconfig",
 ];
 

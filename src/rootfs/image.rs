@@ -23,6 +23,10 @@ pub struct InitConf {
     pub readfile: bool,
     /// gem5: take a checkpoint after the boot marker.
     pub checkpoint: bool,
+    /// 9p shares to mount: `(tag, guest directory)`.
+    pub shares: Vec<(String, String)>,
+    /// Static network: `<ip>/<len> <gateway>`.
+    pub net: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -35,7 +39,7 @@ pub struct Spec {
 }
 
 const INITTAB: &str = "::sysinit:/etc/init.d/rcS\n::respawn:/bin/cttyhack /bin/sh -l\n::ctrlaltdel:/sbin/reboot\n::shutdown:/bin/umount -a -r\n::shutdown:/init --shutdown\n";
-const RCS: &str = "#!/bin/sh\nmount -a\nmkdir -p /dev/pts\nmount -t devpts devpts /dev/pts 2>/dev/null\nhostname kmatrix\necho\necho \"kmatrix: $(uname -sr) on $(uname -m). 'poweroff' (or 'reboot') ends the VM; Ctrl-A x stops the emulator.\"\n";
+const RCS: &str = "#!/bin/sh\nmount -a\n/init --lab\nmkdir -p /dev/pts\nmount -t devpts devpts /dev/pts 2>/dev/null\nhostname kmatrix\necho\necho \"kmatrix: $(uname -sr) on $(uname -m). 'poweroff' (or 'reboot') ends the VM; Ctrl-A x stops the emulator.\"\n";
 const FSTAB: &str = "proc /proc proc defaults 0 0\nsysfs /sys sysfs defaults 0 0\ndevtmpfs /dev devtmpfs defaults 0 0\ntmpfs /tmp tmpfs defaults 0 0\n";
 
 /// /kmatrix.conf (also what gem5's `m5 readfile` hands the init).
@@ -53,6 +57,12 @@ pub fn conf_text(c: &InitConf) -> String {
     }
     if c.shell {
         s.push_str("shell=1\n");
+    }
+    for (tag, dir) in &c.shares {
+        s.push_str(&format!("share={tag} {dir}\n"));
+    }
+    if let Some(n) = &c.net {
+        s.push_str(&format!("net={n}\n"));
     }
     s
 }

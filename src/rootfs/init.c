@@ -20,6 +20,13 @@
  *                        checkpoint, then read the configuration again with
  *                        `m5 readfile`: a restored run gets the restoring
  *                        boot's nonce and commands
+ *   share=<tag> <dir>    repeatable: mount the 9p share <tag> at <dir>
+ *   net=<ip>/<len> <gw>  bring up lo and eth0 with a static address and a
+ *                        default route (QEMU's user-mode network)
+ *
+ * The lab setup (shares, network) runs before the boot marker, and also as
+ * `/init --lab` from busybox's rcS in interactive boots. Each step prints
+ * `KMATRIX-LAB <what> ok|failed: <why>`.
  *
  * Markers (one line each, parsed by the host):
  *   KMATRIX-BOOT-OK nonce=N machine=M release=R
@@ -32,7 +39,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <net/if.h>
+#include <net/route.h>
+#include <netinet/in.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
+#include <sys/socket.h>
 #include <sys/reboot.h>
 #include <sys/stat.h>
 #include <sys/utsname.h>
@@ -40,6 +53,7 @@
 #include <unistd.h>
 
 #define MAX_CMDS 64
+#define MAX_SHARES 8
 
 static char nonce[128] = "none";
 static char poweroff_mode[32] = "poweroff";
@@ -48,6 +62,9 @@ static int ncmds;
 static int want_shell;
 static int want_readfile;
 static int want_checkpoint;
+static char *shares[MAX_SHARES];
+static int nshares;
+static char net[128];
 
 /*
  * gem5 pseudo-instructions (include/gem5/asm/generic/m5ops.h): EXIT 0x21,
@@ -94,7 +111,100 @@ static void parse_config(char *text)
 			want_readfile = 1;
 		else if (!strcmp(line, "checkpoint=1"))
 			want_checkpoint = 1;
+		else if (!strncmp(line, "share=", 6) && nshares < MAX_SHARES)
+			shares[nshares++] = strdup(line + 6);
+		else if (!strncmp(line, "net=", 4))
+			snprintf(net, sizeof net, "%s", line + 4);
 	}
+}
+
+static void mkdirs(const char *path)
+{
+	char p[256];
+	snprintf(p, sizeof p, "%s", path);
+	for (char *s = p + 1; *s; s++)
+		if (*s == '/') {
+			*s = 0;
+			mkdir(p, 0755);
+			*s = '/';
+		}
+	mkdir(p, 0755);
+}
+
+static void mount_share(const char *spec)
+{
+	char tag[64], dir[192];
+	if (sscanf(spec, "%63s %191s", tag, dir) != 2) {
+		printf("KMATRIX-LAB share %s failed: bad spec\n", spec);
+		return;
+	}
+	mkdirs(dir);
+	/* msize 500 KiB (virtio's maximum): the 8 KiB default makes every read a round trip. */
+	if (mount(tag, dir, "9p", 0, "trans=virtio,version=9p2000.L,msize=512000") == 0)
+		printf("KMATRIX-LAB share %s %s ok\n", tag, dir);
+	else
+		printf("KMATRIX-LAB share %s %s failed: %s\n", tag, dir, strerror(errno));
+}
+
+static int if_up(int s, const char *name, const char *ip, int len)
+{
+	struct ifreq ifr;
+	struct sockaddr_in *sin = (struct sockaddr_in *)&ifr.ifr_addr;
+
+	memset(&ifr, 0, sizeof ifr);
+	snprintf(ifr.ifr_name, IFNAMSIZ, "%s", name);
+	if (ip) {
+		sin->sin_family = AF_INET;
+		if (inet_pton(AF_INET, ip, &sin->sin_addr) != 1 || ioctl(s, SIOCSIFADDR, &ifr) < 0)
+			return -1;
+		sin->sin_addr.s_addr = htonl(len ? 0xffffffffu << (32 - len) : 0);
+		if (ioctl(s, SIOCSIFNETMASK, &ifr) < 0)
+			return -1;
+	}
+	if (ioctl(s, SIOCGIFFLAGS, &ifr) < 0)
+		return -1;
+	ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
+	return ioctl(s, SIOCSIFFLAGS, &ifr);
+}
+
+/* No busybox needed: ioctls set the address, as `ip addr add` would. */
+static void net_up(const char *spec)
+{
+	char ip[64], gw[64];
+	int len = 24;
+	int s = socket(AF_INET, SOCK_DGRAM, 0);
+	struct rtentry rt;
+
+	if (sscanf(spec, "%63[^/]/%d %63s", ip, &len, gw) != 3 || len < 0 || len > 32) {
+		printf("KMATRIX-LAB net %s failed: bad spec\n", spec);
+		return;
+	}
+	if (s < 0 || if_up(s, "lo", "127.0.0.1", 8) < 0 || if_up(s, "eth0", ip, len) < 0) {
+		printf("KMATRIX-LAB net eth0 failed: %s\n", strerror(errno));
+		if (s >= 0)
+			close(s);
+		return;
+	}
+	memset(&rt, 0, sizeof rt);
+	((struct sockaddr_in *)&rt.rt_dst)->sin_family = AF_INET;
+	((struct sockaddr_in *)&rt.rt_genmask)->sin_family = AF_INET;
+	((struct sockaddr_in *)&rt.rt_gateway)->sin_family = AF_INET;
+	inet_pton(AF_INET, gw, &((struct sockaddr_in *)&rt.rt_gateway)->sin_addr);
+	rt.rt_flags = RTF_UP | RTF_GATEWAY;
+	if (ioctl(s, SIOCADDRT, &rt) < 0)
+		printf("KMATRIX-LAB net eth0 failed: route via %s: %s\n", gw, strerror(errno));
+	else
+		printf("KMATRIX-LAB net eth0 %s/%d via %s ok\n", ip, len, gw);
+	close(s);
+}
+
+static void lab_setup(void)
+{
+	for (int i = 0; i < nshares; i++)
+		mount_share(shares[i]);
+	if (net[0])
+		net_up(net);
+	fflush(stdout);
 }
 
 static void load_config(void)
@@ -201,6 +311,11 @@ int main(int argc, char **argv)
 	/* Interactive boots run busybox init, whose inittab calls
 	 * `/init --shutdown` on poweroff and reboot: on gem5 the machine only
 	 * halts (no ACPI power-off), so the simulation is ended here. */
+	if (argc > 1 && !strcmp(argv[1], "--lab")) {
+		load_config();
+		lab_setup();
+		return 0;
+	}
 	if (argc > 1 && !strcmp(argv[1], "--shutdown")) {
 		load_config();
 		if (!strcmp(poweroff_mode, "m5-exit")) {
@@ -225,6 +340,7 @@ int main(int argc, char **argv)
 	load_config();
 	if (want_readfile)
 		load_readfile();
+	lab_setup();
 	uname(&u);
 	printf("KMATRIX-BOOT-OK nonce=%s machine=%s release=%s\n", nonce, u.machine, u.release);
 	fflush(stdout);

@@ -1,0 +1,125 @@
+//! The debug lab on every QEMU machine (KMATRIX_TEST_REAL=1): a 9p share
+//! read and written from both sides, the guest reaching a loopback server
+//! on the host through user-mode networking, and a host client reaching a
+//! guest listener through `--forward`. One boot per machine with the debug
+//! profile's kernel (the one `tests/debug.rs` builds).
+
+mod common;
+use common::kmatrix;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+static BUILD_LOCK: Mutex<()> = Mutex::new(());
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A one-page HTTP server on the host's loopback, for the guest's wget.
+fn host_server() -> (u16, Arc<AtomicBool>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let served = Arc::new(AtomicBool::new(false));
+    let flag = served.clone();
+    std::thread::spawn(move || {
+        for mut c in l.incoming().flatten() {
+            let mut buf = [0u8; 1024];
+            let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
+            let _ = c.read(&mut buf);
+            let body = "host-says-hi\n";
+            let _ = write!(c, "HTTP/1.0 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+            flag.store(true, Ordering::SeqCst);
+        }
+    });
+    (port, served)
+}
+
+/// Connects to the forwarded port until the guest's listener answers.
+fn poll_forward(port: u16, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Option<(String, Duration)>> {
+    std::thread::spawn(move || {
+        let start = Instant::now();
+        while !stop.load(Ordering::SeqCst) && start.elapsed() < Duration::from_secs(300) {
+            // slirp accepts on the host side before the guest listens: a
+            // connection that reads nothing is retried.
+            if let Ok(mut c) = TcpStream::connect(("127.0.0.1", port)) {
+                let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
+                let mut s = String::new();
+                let _ = c.read_to_string(&mut s);
+                if s.contains("guest-listens") {
+                    return Some((s, start.elapsed()));
+                }
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        None
+    })
+}
+
+fn lab(arch: &str) {
+    {
+        let _g = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        assert_eq!(kmatrix(&["build", "--arch", arch, "--profile", "debug"]).status.code(), Some(0));
+    }
+    let share = tempfile::tempdir().unwrap();
+    std::fs::write(share.path().join("hello.txt"), format!("written-on-the-host {arch}\n")).unwrap();
+    let (http, served) = host_server();
+    let fwd = free_port();
+    let stop = Arc::new(AtomicBool::new(false));
+    let poller = poll_forward(fwd, stop.clone());
+    let share_arg = format!("{}:host0", share.path().display());
+    let fwd_arg = format!("{fwd}:8080");
+    let wget = format!("wget -q -O - http://10.0.2.2:{http}/");
+    let start = Instant::now();
+    let out = kmatrix(&[
+        "boot", "--arch", arch, "--check",
+        "--share", &share_arg, "--net", "user", "--forward", &fwd_arg,
+        "--cmd", "cat /mnt/host0/hello.txt",
+        "--cmd", "echo written-in-the-guest > /mnt/host0/from-guest.txt",
+        "--cmd", &wget,
+        "--cmd", "echo guest-listens | nc -l -p 8080",
+    ]);
+    let took = start.elapsed();
+    stop.store(true, Ordering::SeqCst);
+    let s = String::from_utf8_lossy(&out.stdout).to_string();
+    let forwarded = poller.join().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{s}");
+    assert!(s.contains(&format!("written-on-the-host {arch}")), "the guest did not read the host's file: {s}");
+    let back = std::fs::read_to_string(share.path().join("from-guest.txt")).unwrap_or_default();
+    assert_eq!(back, "written-in-the-guest\n", "the host did not see the guest's file: {s}");
+    assert!(s.contains("host-says-hi") && served.load(Ordering::SeqCst), "the guest did not reach the host's loopback server: {s}");
+    let (_, after) = forwarded.unwrap_or_else(|| panic!("no answer from the guest's listener through --forward: {s}"));
+    eprintln!("LAB {arch}: share read+write pass, slirp to host pass, forward pass ({:.1}s after start); boot+checks {:.1}s", after.as_secs_f64(), took.as_secs_f64());
+}
+
+#[test]
+#[cfg_attr(not(kmatrix_real), ignore = "needs real compilers and QEMU: set KMATRIX_TEST_REAL=1 (CI does)")]
+fn lab_x86_64() {
+    lab("x86_64");
+}
+
+#[test]
+#[cfg_attr(not(kmatrix_real), ignore = "needs real compilers and QEMU: set KMATRIX_TEST_REAL=1 (CI does)")]
+fn lab_aarch64() {
+    lab("aarch64");
+}
+
+#[test]
+#[cfg_attr(not(kmatrix_real), ignore = "needs real compilers and QEMU: set KMATRIX_TEST_REAL=1 (CI does)")]
+fn lab_arm_versatilepb() {
+    lab("arm");
+}
+
+#[test]
+#[cfg_attr(not(kmatrix_real), ignore = "needs real compilers and QEMU: set KMATRIX_TEST_REAL=1 (CI does)")]
+fn lab_mips64() {
+    lab("mips64");
+}
+
+#[test]
+#[cfg_attr(not(kmatrix_real), ignore = "needs real compilers and QEMU: set KMATRIX_TEST_REAL=1 (CI does)")]
+fn lab_mips64el() {
+    lab("mips64el");
+}
