@@ -28,6 +28,7 @@ pub struct LabArgs {
 }
 
 /// What the lab options ask of the boot.
+#[derive(Debug)]
 pub struct Lab {
     pub shares: Vec<Share>,
     pub net: Option<Net>,
