@@ -103,6 +103,9 @@ pub fn requirements(reg: &Registry, boards: &[&Board], toolchains: &[&Toolchain]
     }
     if debug {
         out.insert(Requirement { what: "gdb-multiarch".into(), check: Check::Program("gdb-multiarch".into()), package: "gdb-multiarch".into(), needed_by: "kmatrix debug".into() });
+        // The lab's disk roots and overlays.
+        out.insert(Requirement { what: "qemu-img".into(), check: Check::Program("qemu-img".into()), package: "qemu-utils".into(), needed_by: "boot --rootfs".into() });
+        out.insert(Requirement { what: "mke2fs".into(), check: Check::Program("mke2fs".into()), package: "e2fsprogs".into(), needed_by: "kmatrix rootfs build".into() });
     }
     out.into_iter().collect()
 }

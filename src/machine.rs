@@ -178,6 +178,8 @@ pub struct BootOptions {
     pub shares: Vec<crate::emulator::Share>,
     pub net: Option<crate::emulator::Net>,
     pub disks: Vec<crate::emulator::Disk>,
+    /// Boot this ext4 image as the root (`/dev/vda`) instead of an initramfs.
+    pub rootfs: Option<PathBuf>,
 }
 
 /// A boot ready to run: the emulator argv and the marker nonce.
@@ -216,7 +218,7 @@ pub fn prepare_boot(
             board.id
         )));
     }
-    let bb = if !embedded && (o.interactive || !o.cmds.is_empty()) {
+    let bb = if !embedded && o.rootfs.is_none() && (o.interactive || !o.cmds.is_empty()) {
         match busybox::locate(cache, arch, o.busybox.as_deref()) {
             Ok(p) => Some(p),
             Err(e) if !o.interactive => {
@@ -255,10 +257,35 @@ pub fn prepare_boot(
     if !f.disks && !o.disks.is_empty() {
         return refuse("disks (--disk): its descriptor has no [qemu.disk]");
     }
-    if embedded && (!o.shares.is_empty() || o.net.is_some()) {
+    if embedded && (!o.shares.is_empty() || o.net.is_some() || o.rootfs.is_some()) {
         return refuse("lab setup: its initramfs is linked into the kernel");
     }
-    let initrd = if embedded {
+    if o.rootfs.is_some() && !f.disks {
+        return refuse("disk root (--rootfs): its descriptor has no [qemu.disk]");
+    }
+    if o.rootfs.is_some() && (!o.modules.is_empty() || o.init.is_some() || o.busybox.is_some()) {
+        return Err(Error::Usage("--rootfs boots the image's own userland: --module, --init and --busybox apply to initramfs boots (a module loads from a --share)".into()));
+    }
+    let mut disks = o.disks.clone();
+    let mut append = o.append.clone();
+    let initrd = if let Some(img) = &o.rootfs {
+        // The image stays as it is: the boot writes to an overlay. The
+        // configuration rides on the command line (one image, any boot).
+        std::fs::create_dir_all(run_dir).map_err(Error::io(format!("cannot create {}", run_dir.display())))?;
+        let overlay = crate::rootfs::disk::overlay(img, run_dir)?;
+        disks.insert(0, crate::emulator::Disk { file: overlay, format: "qcow2".into(), readonly: false });
+        let param = crate::rootfs::disk::conf_param(&image::conf_text(&conf));
+        if param.len() > 700 {
+            return Err(Error::Usage(format!(
+                "the guest commands are too long for a disk-root boot ({} bytes of kernel command line, at most 700): its configuration rides on the command line",
+                param.len()
+            )));
+        }
+        let init = if o.interactive { "init=/sbin/init" } else { "init=/init" };
+        append.extend(["root=/dev/vda", "rw", "rootfstype=ext4", "rootwait", init].map(String::from));
+        append.push(param);
+        None
+    } else if embedded {
         None
     } else {
         let initrd = run_dir.join("initramfs.cpio.gz");
@@ -283,8 +310,7 @@ pub fn prepare_boot(
         && !dir.is_dir() {
             return Err(Error::Usage(format!("no checkpoint directory {}", dir.display())));
         }
-    let mut append = o.append.clone();
-    if o.interactive && (bb.is_some() || embedded) {
+    if o.interactive && o.rootfs.is_none() && (bb.is_some() || embedded) {
         // busybox init reads /etc/inittab: rcS, then a respawning shell.
         append.push("rdinit=/sbin/init".into());
     }
@@ -311,7 +337,7 @@ pub fn prepare_boot(
         halted: o.halted,
         shares: o.shares.clone(),
         net: o.net.clone(),
-        disks: o.disks.clone(),
+        disks,
     };
     Ok(PreparedBoot {
         command: backend.command(board, &inputs),

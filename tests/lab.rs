@@ -123,3 +123,56 @@ fn lab_mips64() {
 fn lab_mips64el() {
     lab("mips64el");
 }
+
+/// The ext4 disk root: built without mounting, booted as /dev/vda with no
+/// initramfs, and left unchanged by a boot that writes to it.
+fn disk_root(arch: &str) {
+    {
+        let _g = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        assert_eq!(kmatrix(&["build", "--arch", arch, "--profile", "debug"]).status.code(), Some(0));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("root.ext4");
+    let img_s = img.display().to_string();
+    let out = kmatrix(&["rootfs", "build", "--arch", arch, "--out", &img_s]);
+    assert_eq!(out.status.code(), Some(0));
+    let before = std::fs::read(&img).unwrap();
+    let start = Instant::now();
+    let out = kmatrix(&["boot", "--arch", arch, "--check", "--rootfs", &img_s, "--cmd", "grep ' / ' /proc/mounts", "--cmd", "echo changed > /etc/kmx && cat /etc/kmx"]);
+    let s = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(0), "{s}");
+    assert!(s.contains("/dev/root / ext4 rw"), "the root is not the ext4 disk: {s}");
+    assert!(s.contains("changed"), "{s}");
+    assert!(std::fs::read(&img).unwrap() == before, "the boot changed the image (it must write to its overlay)");
+    eprintln!("LAB {arch}: ext4 disk root pass ({:.1}s)", start.elapsed().as_secs_f64());
+}
+
+#[test]
+#[cfg_attr(not(kmatrix_real), ignore = "needs real compilers, QEMU and qemu-utils: set KMATRIX_TEST_REAL=1 (CI does)")]
+fn disk_root_x86_64() {
+    disk_root("x86_64");
+}
+
+#[test]
+#[cfg_attr(not(kmatrix_real), ignore = "needs real compilers, QEMU and qemu-utils: set KMATRIX_TEST_REAL=1 (CI does)")]
+fn disk_root_aarch64() {
+    disk_root("aarch64");
+}
+
+#[test]
+#[cfg_attr(not(kmatrix_real), ignore = "needs real compilers, QEMU and qemu-utils: set KMATRIX_TEST_REAL=1 (CI does)")]
+fn disk_root_arm_versatilepb() {
+    disk_root("arm");
+}
+
+#[test]
+#[cfg_attr(not(kmatrix_real), ignore = "needs real compilers, QEMU and qemu-utils: set KMATRIX_TEST_REAL=1 (CI does)")]
+fn disk_root_mips64() {
+    disk_root("mips64");
+}
+
+#[test]
+#[cfg_attr(not(kmatrix_real), ignore = "needs real compilers, QEMU and qemu-utils: set KMATRIX_TEST_REAL=1 (CI does)")]
+fn disk_root_mips64el() {
+    disk_root("mips64el");
+}

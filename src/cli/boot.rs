@@ -126,6 +126,7 @@ pub fn run(ctx: &Ctx, mut a: Args) -> Result<i32> {
         shares: lab.shares,
         net: lab.net,
         disks: lab.disks,
+        rootfs: lab.rootfs,
     };
     let prepared = machine::prepare_boot(&ctx.cache, &reg, board, &opts.toolchain, &manifest, &bopts, &run_dir, &say)?;
     let (cmd, nonce) = (prepared.command, prepared.nonce);

@@ -93,6 +93,7 @@ pub fn run(ctx: &Ctx, mut a: Args) -> Result<i32> {
         shares: lab.shares,
         net: lab.net,
         disks: lab.disks,
+        rootfs: lab.rootfs,
         ..Default::default()
     };
     let prepared = machine::prepare_boot(&ctx.cache, &reg, board, &opts.toolchain, &manifest, &bopts, &run_dir, &say)?;

@@ -25,6 +25,11 @@ pub struct LabArgs {
     /// in order; repeatable). Implies --profile debug.
     #[arg(long = "disk", value_name = "FILE[,format=raw|qcow2][,readonly]")]
     pub disks: Vec<String>,
+    /// Boot this ext4 image (`kmatrix rootfs build`) as the root, /dev/vda,
+    /// with no initramfs; the boot writes to a qcow2 overlay, never to the
+    /// image. Implies --profile debug.
+    #[arg(long, value_name = "IMG")]
+    pub rootfs: Option<PathBuf>,
 }
 
 /// What the lab options ask of the boot.
@@ -33,12 +38,13 @@ pub struct Lab {
     pub shares: Vec<Share>,
     pub net: Option<Net>,
     pub disks: Vec<Disk>,
+    pub rootfs: Option<PathBuf>,
 }
 
 impl LabArgs {
     /// Whether any lab device is asked for (they need the lab kernel).
     pub fn any(&self) -> bool {
-        !self.shares.is_empty() || self.net.is_some() || !self.forwards.is_empty() || !self.disks.is_empty()
+        !self.shares.is_empty() || self.net.is_some() || !self.forwards.is_empty() || !self.disks.is_empty() || self.rootfs.is_some()
     }
 
     pub fn parse(&self) -> Result<Lab> {
@@ -60,7 +66,12 @@ impl LabArgs {
             Some(other) => return Err(Error::Usage(format!("--net {other}: expected `user`"))),
         };
         let disks = self.disks.iter().map(|d| disk(d)).collect::<Result<Vec<_>>>()?;
-        Ok(Lab { shares, net, disks })
+        let rootfs = match &self.rootfs {
+            Some(p) if p.is_file() => Some(p.canonicalize().map_err(Error::io(format!("--rootfs {}", p.display())))?),
+            Some(p) => return Err(Error::Usage(format!("--rootfs {}: no such image (make one with `kmatrix rootfs build --arch <arch>`)", p.display()))),
+            None => None,
+        };
+        Ok(Lab { shares, net, disks, rootfs })
     }
 }
 
@@ -109,17 +120,9 @@ fn disk(d: &str) -> Result<Disk> {
     let file = file.canonicalize().map_err(Error::io(format!("--disk {d}")))?;
     let format = match format {
         Some(f) => f.to_string(),
-        None => sniff(&file).to_string(),
+        None => if crate::rootfs::disk::is_qcow2(&file) { "qcow2" } else { "raw" }.to_string(),
     };
     Ok(Disk { file, format, readonly })
-}
-
-/// qcow2 images start with "QFI\xfb"; anything else is taken as raw.
-fn sniff(file: &std::path::Path) -> &'static str {
-    use std::io::Read;
-    let mut magic = [0u8; 4];
-    let ok = std::fs::File::open(file).and_then(|mut f| f.read_exact(&mut magic)).is_ok();
-    if ok && &magic == b"QFI\xfb" { "qcow2" } else { "raw" }
 }
 
 #[cfg(test)]
@@ -127,7 +130,7 @@ mod tests {
     use super::*;
 
     fn args(shares: &[&str], net: Option<&str>, fwd: &[&str]) -> LabArgs {
-        LabArgs { shares: shares.iter().map(|s| s.to_string()).collect(), net: net.map(String::from), forwards: fwd.iter().map(|s| s.to_string()).collect(), disks: vec![] }
+        LabArgs { shares: shares.iter().map(|s| s.to_string()).collect(), net: net.map(String::from), forwards: fwd.iter().map(|s| s.to_string()).collect(), disks: vec![], rootfs: None }
     }
 
     #[test]

@@ -15,6 +15,7 @@ mod list;
 mod module;
 mod plan;
 mod report;
+mod rootfs;
 mod setup;
 mod show;
 mod sweep;
@@ -77,6 +78,8 @@ pub enum Cmd {
     Module(module::Args),
     /// Build gem5 from source and record it for the gem5 boards.
     Emulator(emulator::Args),
+    /// Build guest root filesystems (an ext4 disk root for `boot --rootfs`).
+    Rootfs(rootfs::Args),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions(completions::Args),
 }
@@ -156,6 +159,7 @@ pub fn main() -> i32 {
         Cmd::Debug(a) => debug::run(&ctx, a),
         Cmd::Module(a) => module::run(&ctx, a),
         Cmd::Emulator(a) => emulator::run(&ctx, a),
+        Cmd::Rootfs(a) => rootfs::run(&ctx, a),
         Cmd::Completions(a) => completions::run(a),
     };
     match result {

@@ -22,7 +22,7 @@ pub struct Args {
 
 /// Always wanted: the default kernel source, busybox for interactive boots,
 /// ccache for fast rebuilds, a cpio to inspect images.
-const BASE: &[&str] = &["linux-source-6.1", "busybox-static", "ccache", "gdb-multiarch"];
+const BASE: &[&str] = &["linux-source-6.1", "busybox-static", "ccache", "gdb-multiarch", "qemu-utils", "e2fsprogs"];
 
 fn sudo() -> Vec<String> {
     // SAFETY: geteuid has no preconditions.

@@ -71,30 +71,58 @@ fn read(p: &Path) -> Result<Vec<u8>> {
     std::fs::read(p).map_err(Error::io(format!("cannot read {}", p.display())))
 }
 
+/// One thing in kmatrix's guest userland.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    Dir { path: String, mode: u32 },
+    File { path: String, mode: u32, data: Vec<u8> },
+    Symlink { path: String, target: String },
+    CharDev { path: String, mode: u32, major: u32, minor: u32 },
+}
+
+/// The userland: directories, /init, its configuration (when `with_conf`;
+/// a disk root gets it from the kernel command line), busybox with its
+/// applets and init scripts, and the modules.
+pub fn entries(spec: &Spec, with_conf: bool) -> Result<Vec<Entry>> {
+    let mut out = Vec::new();
+    for d in ["/", "/dev", "/proc", "/sys", "/tmp", "/root", "/bin", "/sbin", "/etc", "/lib", "/lib/modules", "/mnt"] {
+        out.push(Entry::Dir { path: d.into(), mode: if d == "/tmp" { 0o1777 } else { 0o755 } });
+    }
+    out.push(Entry::CharDev { path: "/dev/console".into(), mode: 0o600, major: 5, minor: 1 });
+    out.push(Entry::File { path: "/init".into(), mode: 0o755, data: read(&spec.init)? });
+    if with_conf {
+        out.push(Entry::File { path: "/kmatrix.conf".into(), mode: 0o644, data: conf_text(&spec.conf).into_bytes() });
+    }
+    if let Some(bb) = &spec.busybox {
+        out.push(Entry::File { path: "/bin/busybox".into(), mode: 0o755, data: read(bb)? });
+        for a in APPLETS {
+            let dir = if ["init", "poweroff", "reboot", "halt", "insmod", "rmmod", "lsmod", "modprobe", "sysctl", "ifconfig"].contains(a) { "/sbin" } else { "/bin" };
+            out.push(Entry::Symlink { path: format!("{dir}/{a}"), target: "/bin/busybox".into() });
+        }
+        out.push(Entry::Dir { path: "/etc/init.d".into(), mode: 0o755 });
+        out.push(Entry::File { path: "/etc/inittab".into(), mode: 0o644, data: INITTAB.as_bytes().to_vec() });
+        out.push(Entry::File { path: "/etc/init.d/rcS".into(), mode: 0o755, data: RCS.as_bytes().to_vec() });
+        out.push(Entry::File { path: "/etc/fstab".into(), mode: 0o644, data: FSTAB.as_bytes().to_vec() });
+    }
+    for m in &spec.modules {
+        let name = m.file_name().and_then(|n| n.to_str()).ok_or_else(|| Error::Usage(format!("bad module path {}", m.display())))?;
+        out.push(Entry::File { path: format!("/lib/modules/{name}"), mode: 0o644, data: read(m)? });
+    }
+    Ok(out)
+}
+
 /// The archive bytes (uncompressed newc).
 pub fn archive(spec: &Spec) -> Result<Vec<u8>> {
     let io = |e: std::io::Error| Error::Io { context: "cannot write the initramfs".into(), source: e };
     let mut w = Writer::new(Vec::new());
-    for d in ["/", "/dev", "/proc", "/sys", "/tmp", "/root", "/bin", "/sbin", "/etc", "/lib", "/lib/modules"] {
-        w.dir(d, if d == "/tmp" { 0o1777 } else { 0o755 }).map_err(io)?;
-    }
-    w.char_dev("/dev/console", 0o600, 5, 1).map_err(io)?;
-    w.file("/init", 0o755, &read(&spec.init)?).map_err(io)?;
-    w.file("/kmatrix.conf", 0o644, conf_text(&spec.conf).as_bytes()).map_err(io)?;
-    if let Some(bb) = &spec.busybox {
-        w.file("/bin/busybox", 0o755, &read(bb)?).map_err(io)?;
-        for a in APPLETS {
-            let dir = if ["init", "poweroff", "reboot", "halt", "insmod", "rmmod", "lsmod", "modprobe", "sysctl", "ifconfig"].contains(a) { "/sbin" } else { "/bin" };
-            w.symlink(&format!("{dir}/{a}"), "/bin/busybox").map_err(io)?;
+    for e in entries(spec, true)? {
+        match e {
+            Entry::Dir { path, mode } => w.dir(&path, mode),
+            Entry::File { path, mode, data } => w.file(&path, mode, &data),
+            Entry::Symlink { path, target } => w.symlink(&path, &target),
+            Entry::CharDev { path, mode, major, minor } => w.char_dev(&path, mode, major, minor),
         }
-        w.dir("/etc/init.d", 0o755).map_err(io)?;
-        w.file("/etc/inittab", 0o644, INITTAB.as_bytes()).map_err(io)?;
-        w.file("/etc/init.d/rcS", 0o755, RCS.as_bytes()).map_err(io)?;
-        w.file("/etc/fstab", 0o644, FSTAB.as_bytes()).map_err(io)?;
-    }
-    for m in &spec.modules {
-        let name = m.file_name().and_then(|n| n.to_str()).ok_or_else(|| Error::Usage(format!("bad module path {}", m.display())))?;
-        w.file(&format!("/lib/modules/{name}"), 0o644, &read(m)?).map_err(io)?;
+        .map_err(io)?;
     }
     w.finish().map_err(io)
 }

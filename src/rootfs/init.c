@@ -5,7 +5,8 @@
  * requested commands (through /bin/sh when the rootfs has one, else split on
  * spaces and exec'd directly), reports each exit status, and ends the machine
  * the board's way. Its configuration is /kmatrix.conf, written by kmatrix
- * into the initramfs:
+ * into the initramfs, or, for a disk root, base64 in the kernel command line
+ * (`kmatrix.conf=<base64>`, so one image serves every boot):
  *
  *   nonce=<hex>          printed with every marker, so no stale or echoed
  *                        text can pass for this boot's marker
@@ -207,14 +208,60 @@ static void lab_setup(void)
 	fflush(stdout);
 }
 
+static int b64(int c)
+{
+	if (c >= 'A' && c <= 'Z') return c - 'A';
+	if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+	if (c >= '0' && c <= '9') return c - '0' + 52;
+	if (c == '+') return 62;
+	if (c == '/') return 63;
+	return -1;
+}
+
+/* `kmatrix.conf=<base64>` from /proc/cmdline, decoded into `out`. */
+static int conf_from_cmdline(char *out, size_t size)
+{
+	static char cmdline[8192];
+	int fd = open("/proc/cmdline", O_RDONLY);
+	ssize_t n;
+	char *p;
+	size_t len = 0;
+	unsigned acc = 0;
+	int bits = 0;
+
+	if (fd < 0)
+		return 0;
+	n = read(fd, cmdline, sizeof cmdline - 1);
+	close(fd);
+	if (n <= 0)
+		return 0;
+	cmdline[n] = 0;
+	p = strstr(cmdline, "kmatrix.conf=");
+	if (!p)
+		return 0;
+	for (p += 13; *p && b64(*p) >= 0 && len < size - 1; p++) {
+		acc = (acc << 6) | b64(*p);
+		bits += 6;
+		if (bits >= 8) {
+			bits -= 8;
+			out[len++] = (acc >> bits) & 0xff;
+		}
+	}
+	out[len] = 0;
+	return len > 0;
+}
+
 static void load_config(void)
 {
 	static char text[65536];
 	int fd = open("/kmatrix.conf", O_RDONLY);
 	ssize_t n;
 
-	if (fd < 0)
+	if (fd < 0) {
+		if (conf_from_cmdline(text, sizeof text))
+			parse_config(text);
 		return;
+	}
 	n = read(fd, text, sizeof text - 1);
 	close(fd);
 	if (n > 0) {

@@ -1,7 +1,9 @@
-//! Initramfs images: kmatrix's own static init compiled for the target, an
-//! optional busybox userland, written as a gzip'd newc cpio by kmatrix itself.
+//! Guest userlands: kmatrix's own static init compiled for the target and
+//! an optional busybox, written as a gzip'd newc cpio by kmatrix itself
+//! (the initramfs) or as an ext4 disk root (`disk`).
 
 pub mod busybox;
 pub mod cpio;
+pub mod disk;
 pub mod image;
 pub mod init;

@@ -1,0 +1,106 @@
+//! Disk roots: kmatrix's userland (init, busybox, init scripts) as an ext4
+//! image, made without mounting or root privileges (`mke2fs -d` copies a
+//! staged directory), cached by content; and the qcow2 overlay a boot
+//! writes to, so the image itself is never changed by a boot.
+
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use super::image::{self, Entry};
+use crate::cache::Cache;
+use crate::command::CommandSpec;
+use crate::error::{Error, Result};
+
+/// Builds (or finds in the cache) the ext4 root image of `spec`'s userland.
+pub fn build(cache: &Cache, spec: &image::Spec, size_mib: u64) -> Result<PathBuf> {
+    // No /kmatrix.conf in the image: each boot passes its own on the kernel
+    // command line, so one image serves every boot.
+    let entries = image::entries(spec, false)?;
+    let mut h = Sha256::new();
+    h.update(format!("{entries:?}\0{size_mib}").as_bytes());
+    let key = hex::encode(h.finalize());
+    let dir = cache.dir("rootfs")?.join(&key[..16]);
+    let out = dir.join("root.ext4");
+    if out.is_file() {
+        return Ok(out);
+    }
+    let _lock = cache.lock(&format!("rootfs/{}", &key[..16]), &|_| {})?;
+    if out.is_file() {
+        return Ok(out);
+    }
+    std::fs::create_dir_all(&dir).map_err(Error::io(format!("cannot create {}", dir.display())))?;
+    let stage = tempfile::Builder::new().prefix("stage").tempdir_in(&dir).map_err(Error::io("cannot make a staging directory"))?;
+    for e in &entries {
+        stage_entry(stage.path(), e)?;
+    }
+    let tmp = dir.join(format!("root.ext4.tmp{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    let cmd = CommandSpec::new("mke2fs")
+        .args(["-q", "-F", "-t", "ext4", "-L", "kmatrix-root", "-E", "root_owner=0:0", "-d"])
+        .arg(stage.path().display().to_string())
+        .arg(tmp.display().to_string())
+        .arg(format!("{size_mib}M"));
+    let res = crate::process::output_spec(&cmd).map_err(|e| e.with_package("e2fsprogs"))?;
+    if !res.success() {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Error::Infra(format!("`{cmd}` failed: {}", String::from_utf8_lossy(&res.stderr).trim())));
+    }
+    std::fs::rename(&tmp, &out).map_err(Error::io(format!("cannot write {}", out.display())))?;
+    Ok(out)
+}
+
+/// Writes one entry under `root`. Device nodes are left out (making them
+/// needs root); the kernel's own initramfs provides the early console and
+/// devtmpfs the rest.
+fn stage_entry(root: &Path, e: &Entry) -> Result<()> {
+    let at = |p: &str| root.join(p.trim_start_matches('/'));
+    let io = |p: &Path| Error::io(format!("cannot stage {}", p.display()));
+    match e {
+        Entry::Dir { path, mode } => {
+            let p = at(path);
+            std::fs::create_dir_all(&p).map_err(io(&p))?;
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(*mode)).map_err(io(&p))
+        }
+        Entry::File { path, mode, data } => {
+            let p = at(path);
+            std::fs::write(&p, data).map_err(io(&p))?;
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(*mode)).map_err(io(&p))
+        }
+        Entry::Symlink { path, target } => {
+            let p = at(path);
+            symlink(target, &p).map_err(io(&p))
+        }
+        Entry::CharDev { .. } => Ok(()),
+    }
+}
+
+/// A qcow2 overlay over `image` in `run_dir`: the boot writes there.
+pub fn overlay(image: &Path, run_dir: &Path) -> Result<PathBuf> {
+    let out = run_dir.join("root.qcow2");
+    let _ = std::fs::remove_file(&out);
+    let format = if is_qcow2(image) { "qcow2" } else { "raw" };
+    let cmd = CommandSpec::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2", "-F", format, "-b"])
+        .arg(image.display().to_string())
+        .arg(out.display().to_string());
+    let res = crate::process::output_spec(&cmd).map_err(|e| e.with_package("qemu-utils"))?;
+    if !res.success() {
+        return Err(Error::Infra(format!("`{cmd}` failed: {}", String::from_utf8_lossy(&res.stderr).trim())));
+    }
+    Ok(out)
+}
+
+/// qcow2 images start with "QFI\xfb"; anything else is taken as raw.
+pub fn is_qcow2(file: &Path) -> bool {
+    use std::io::Read;
+    let mut magic = [0u8; 4];
+    std::fs::File::open(file).and_then(|mut f| f.read_exact(&mut magic)).is_ok() && &magic == b"QFI\xfb"
+}
+
+/// The configuration as the kernel command line carries it.
+pub fn conf_param(conf: &str) -> String {
+    use base64::Engine;
+    format!("kmatrix.conf={}", base64::engine::general_purpose::STANDARD_NO_PAD.encode(conf))
+}
