@@ -185,3 +185,27 @@ fn gdb_setup_per_arch() {
         insta::assert_snapshot!(format!("gdb-{}", arch.id), cmds.join("\n"));
     }
 }
+
+/// The lab devices on every QEMU board: a share (with a comma in its path,
+/// which QEMU's option syntax needs doubled), a user network with a
+/// forwarded port on loopback only, and a read-only disk.
+#[test]
+fn argv_lab_devices_per_board() {
+    let reg = registry();
+    for board in reg.boards.values().filter(|b| matches!(b.emulator, kmatrix::descriptor::Emulator::Qemu(_))) {
+        let i = BootInputs {
+            shares: vec![emulator::Share { path: "/src/a,b".into(), tag: "host0".into() }],
+            net: Some(emulator::Net { forwards: vec![(10022, 22)] }),
+            disks: vec![emulator::Disk { file: "/img/d.qcow2".into(), format: "qcow2".into(), readonly: true }],
+            ..inputs(board)
+        };
+        let s = emulator::command(board, &i).to_string();
+        assert!(s.contains("hostfwd=tcp:127.0.0.1:10022-:22"), "{s}");
+        assert!(s.contains("path=/src/a,,b"), "{s}");
+        assert!(s.contains("readonly=on"), "{s}");
+        assert!(!s.contains("0.0.0.0"), "{s}");
+        let f = emulator::of(board).features();
+        assert!(f.shares && f.net && f.disks, "{}: {f:?}", board.id);
+        insta::assert_snapshot!(format!("argv-lab-{}", board.id), s);
+    }
+}
