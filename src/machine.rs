@@ -126,7 +126,7 @@ pub fn embed_initramfs(cache: &Cache, arch: &crate::descriptor::Arch, tc: &crate
     let spec = image::Spec {
         init: init::build(cache, arch, tc)?,
         busybox: Some(busybox::locate(cache, arch, None)?),
-        conf: image::InitConf { nonce: "embedded".into(), poweroff: board.poweroff, cmds: vec![], shell: false, readfile: true, checkpoint: false, shares: vec![], net: None },
+        conf: image::InitConf { nonce: "embedded".into(), poweroff: board.poweroff, cmds: vec![], shell: false, readfile: true, checkpoint: false, shares: vec![], net: None, snapshot: false, generation: 0 },
         modules: vec![],
     };
     let data = image::archive(&spec)?;
@@ -180,6 +180,10 @@ pub struct BootOptions {
     pub disks: Vec<crate::emulator::Disk>,
     /// Boot this ext4 image as the root (`/dev/vda`) instead of an initramfs.
     pub rootfs: Option<PathBuf>,
+    /// Save the machine under this name after the commands (QEMU snapshots).
+    pub snapshot_save: Option<String>,
+    /// Start from the snapshot of this name; the guest then runs this boot's commands.
+    pub snapshot_load: Option<String>,
 }
 
 /// A boot ready to run: the emulator argv and the marker nonce.
@@ -191,6 +195,8 @@ pub struct PreparedBoot {
     pub console_file: Option<PathBuf>,
     /// Picks the emulator's own error line.
     pub explain: crate::emulator::Explain,
+    /// Saves the machine when the init waits for it (`--snapshot-save`).
+    pub at_snapshot: Option<crate::boot::SnapshotHook>,
 }
 
 /// Writes the initramfs for this boot into `run_dir` and renders the
@@ -242,6 +248,8 @@ pub fn prepare_boot(
         shares: o.shares.iter().map(|s| (s.tag.clone(), format!("/mnt/{}", s.tag))).collect(),
         // QEMU's user-mode network hands out 10.0.2.15; the host is 10.0.2.2.
         net: o.net.as_ref().map(|_| "10.0.2.15/24 10.0.2.2".to_string()),
+        snapshot: o.snapshot_save.is_some(),
+        generation: 0,
     };
     let f = backend.features();
     let refuse = |what: &str| Err(Error::Usage(format!("board `{}` ({}) has no {what}", board.id, backend.kind())));
@@ -268,6 +276,7 @@ pub fn prepare_boot(
     }
     let mut disks = o.disks.clone();
     let mut append = o.append.clone();
+    let (snapshot, at_snapshot) = snapshots(cache, board, manifest, o, &conf, run_dir, &mut disks)?;
     let initrd = if let Some(img) = &o.rootfs {
         // The image stays as it is: the boot writes to an overlay. The
         // configuration rides on the command line (one image, any boot).
@@ -338,6 +347,7 @@ pub fn prepare_boot(
         shares: o.shares.clone(),
         net: o.net.clone(),
         disks,
+        snapshot,
     };
     Ok(PreparedBoot {
         command: backend.command(board, &inputs),
@@ -345,7 +355,110 @@ pub fn prepare_boot(
         run_dir: run_dir.to_path_buf(),
         console_file: backend.console_file(run_dir),
         explain: backend.explainer(),
+        at_snapshot,
     })
+}
+
+/// `--snapshot-save`/`--snapshot-load` (QEMU): the machine state goes to a
+/// scratch qcow2 kept per board and kernel build (so a snapshot is never
+/// loaded into another kernel), and the guest's configuration comes from a
+/// small read-only conf disk that the host rewrites in place while the init
+/// waits (a saving boot) or that carries the loading boot's nonce and
+/// commands to the restored init.
+fn snapshots(
+    cache: &Cache,
+    board: &Board,
+    manifest: &build::Manifest,
+    o: &BootOptions,
+    conf: &crate::rootfs::image::InitConf,
+    run_dir: &std::path::Path,
+    disks: &mut Vec<crate::emulator::Disk>,
+) -> Result<(Option<crate::emulator::Snapshot>, Option<crate::boot::SnapshotHook>)> {
+    use crate::rootfs::image::conf_text;
+    let name = match (&o.snapshot_save, &o.snapshot_load) {
+        (None, None) => return Ok((None, None)),
+        (Some(_), Some(_)) => return Err(Error::Usage("--snapshot-save and --snapshot-load are one each per boot".into())),
+        (Some(n), None) | (None, Some(n)) => n.clone(),
+    };
+    let backend = crate::emulator::of(board);
+    if !backend.features().snapshots {
+        return Err(Error::Usage(format!("board `{}` ({}) has no snapshots (they need [qemu.disk]; gem5 has --checkpoint)", board.id, backend.kind())));
+    }
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.') {
+        return Err(Error::Usage(format!("snapshot name `{name}`: letters, digits, `-`, `_` and `.` only")));
+    }
+    if !o.shares.is_empty() {
+        // QEMU: "Migration is disabled when VirtFS export path '...' is mounted in the guest".
+        return Err(Error::Usage("a mounted 9p share blocks QEMU's savevm/loadvm: snapshots cannot be combined with --share".into()));
+    }
+    if o.rootfs.is_some() || o.disks.iter().any(|d| !d.readonly) {
+        return Err(Error::Usage("snapshots of boots with a writable disk (--rootfs, --disk without readonly) are not supported yet: the disk's state would have to travel with the snapshot".into()));
+    }
+    if o.interactive {
+        return Err(Error::Usage("snapshots are taken after the commands of a --check/--cmd boot; interactive boots cannot take them yet".into()));
+    }
+    let build = manifest.dir.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let dir = cache.dir("snapshots")?.join(&board.id).join(build);
+    std::fs::create_dir_all(&dir).map_err(Error::io(format!("cannot create {}", dir.display())))?;
+    let store = dir.join("vmstate.qcow2");
+    let qemu_img = |args: &[&str]| -> Result<String> {
+        let cmd = crate::command::CommandSpec::new("qemu-img").args(args.iter().copied());
+        let res = crate::process::output_spec(&cmd).map_err(|e| e.with_package("qemu-utils"))?;
+        if !res.success() {
+            return Err(Error::Infra(format!("`{cmd}` failed: {}", String::from_utf8_lossy(&res.stderr).trim())));
+        }
+        Ok(String::from_utf8_lossy(&res.stdout).to_string())
+    };
+    let store_s = store.display().to_string();
+    if !store.is_file() {
+        qemu_img(&["create", "-q", "-f", "qcow2", &store_s, "16M"])?;
+    }
+    if o.snapshot_load.is_some() {
+        let list = qemu_img(&["snapshot", "-l", &store_s])?;
+        let saved: Vec<&str> = list.lines().skip(2).filter_map(|l| l.split_whitespace().nth(1)).collect();
+        if !saved.contains(&name.as_str()) {
+            return Err(Error::Usage(format!(
+                "no snapshot `{name}` of board `{}` with this kernel build (saved: {})",
+                board.id,
+                if saved.is_empty() { "none".to_string() } else { saved.join(", ") }
+            )));
+        }
+    }
+    // The QMP socket lives in the run directory: only its owner gets in.
+    std::fs::create_dir_all(run_dir).map_err(Error::io(format!("cannot create {}", run_dir.display())))?;
+    std::fs::set_permissions(run_dir, std::os::unix::fs::PermissionsExt::from_mode(0o700)).map_err(Error::io(format!("cannot restrict {}", run_dir.display())))?;
+    let conf_disk = run_dir.join("conf.img");
+    let disk_text = |generation: u64, cmds: Vec<String>, snapshot: bool| {
+        let c = crate::rootfs::image::InitConf { generation, cmds, snapshot, ..conf.clone() };
+        let mut b = format!("KMATRIX-CONF\n{}", conf_text(&c)).into_bytes();
+        b.resize(4096, 0);
+        b
+    };
+    let loading = o.snapshot_load.is_some();
+    // A loading boot hands the restored init (generation 0) its own
+    // configuration at once; a saving one first gives it nothing newer.
+    let first = if loading { disk_text(1, o.cmds.clone(), false) } else { disk_text(0, vec![], false) };
+    if first.iter().rposition(|b| *b != 0).unwrap_or(0) >= 4095 {
+        return Err(Error::Usage("the guest commands are too long for a snapshot boot's 4 KiB configuration".into()));
+    }
+    std::fs::write(&conf_disk, &first).map_err(Error::io(format!("cannot write {}", conf_disk.display())))?;
+    disks.push(crate::emulator::Disk { file: conf_disk.clone(), format: "raw".into(), readonly: true });
+    let qmp = run_dir.join("qmp.sock");
+    let snapshot = crate::emulator::Snapshot { store, qmp: qmp.clone(), load: o.snapshot_load.clone() };
+    let hook: Option<crate::boot::SnapshotHook> = if loading {
+        None
+    } else {
+        let release = disk_text(1, vec![], false);
+        Some(Box::new(move || {
+            let mut q = crate::emulator::qmp::Qmp::connect(&qmp, std::time::Duration::from_secs(10))?;
+            q.hmp(&format!("savevm {name}"))?;
+            // In place: QEMU holds the file open, a rename would not reach it.
+            use std::io::Write;
+            let mut f = std::fs::OpenOptions::new().write(true).open(&conf_disk).map_err(|e| e.to_string())?;
+            f.write_all(&release).and_then(|_| f.sync_all()).map_err(|e| e.to_string())
+        }))
+    };
+    Ok((Some(snapshot), hook))
 }
 
 /// The `--checkpoint`/`--restore` directories, absolute (gem5 wants them

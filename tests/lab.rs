@@ -2,7 +2,8 @@
 //! read and written from both sides, the guest reaching a loopback server
 //! on the host through user-mode networking, and a host client reaching a
 //! guest listener through `--forward`. One boot per machine with the debug
-//! profile's kernel (the one `tests/debug.rs` builds).
+//! profile's kernel (the one `tests/debug.rs` builds). Also the ext4 disk
+//! root and QEMU snapshots (save, then load and find the guest's change).
 
 mod common;
 use common::kmatrix;
@@ -175,4 +176,57 @@ fn disk_root_mips64() {
 #[cfg_attr(not(kmatrix_real), ignore = "needs real compilers, QEMU and qemu-utils: set KMATRIX_TEST_REAL=1 (CI does)")]
 fn disk_root_mips64el() {
     disk_root("mips64el");
+}
+
+/// QEMU snapshots over QMP: a boot changes a file and saves the machine;
+/// a second boot loads that snapshot and finds the file as it was left.
+fn snapshot(arch: &str) {
+    {
+        let _g = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        assert_eq!(kmatrix(&["build", "--arch", arch, "--profile", "debug"]).status.code(), Some(0));
+    }
+    let name = format!("t{}", std::process::id());
+    let token = format!("state-{arch}-{name}");
+    let start = Instant::now();
+    let out = kmatrix(&["boot", "--arch", arch, "--check", "--snapshot-save", &name, "--cmd", &format!("echo {token} > /root/state")]);
+    let saved = start.elapsed();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    let start = Instant::now();
+    let out = kmatrix(&["boot", "--arch", arch, "--check", "--snapshot-load", &name, "--cmd", "cat /root/state"]);
+    let loaded = start.elapsed();
+    let s = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(0), "{s}");
+    assert!(s.contains(&token), "the loaded snapshot lacks the file the guest wrote: {s}");
+    assert!(s.contains("restored"), "{s}");
+    eprintln!("LAB {arch}: snapshot save {:.1}s, load {:.1}s pass", saved.as_secs_f64(), loaded.as_secs_f64());
+}
+
+#[test]
+#[cfg_attr(not(kmatrix_real), ignore = "needs real compilers, QEMU and qemu-utils: set KMATRIX_TEST_REAL=1 (CI does)")]
+fn snapshot_x86_64() {
+    snapshot("x86_64");
+}
+
+#[test]
+#[cfg_attr(not(kmatrix_real), ignore = "needs real compilers, QEMU and qemu-utils: set KMATRIX_TEST_REAL=1 (CI does)")]
+fn snapshot_aarch64() {
+    snapshot("aarch64");
+}
+
+#[test]
+#[cfg_attr(not(kmatrix_real), ignore = "needs real compilers, QEMU and qemu-utils: set KMATRIX_TEST_REAL=1 (CI does)")]
+fn snapshot_arm_versatilepb() {
+    snapshot("arm");
+}
+
+#[test]
+#[cfg_attr(not(kmatrix_real), ignore = "needs real compilers, QEMU and qemu-utils: set KMATRIX_TEST_REAL=1 (CI does)")]
+fn snapshot_mips64() {
+    snapshot("mips64");
+}
+
+#[test]
+#[cfg_attr(not(kmatrix_real), ignore = "needs real compilers, QEMU and qemu-utils: set KMATRIX_TEST_REAL=1 (CI does)")]
+fn snapshot_mips64el() {
+    snapshot("mips64el");
 }

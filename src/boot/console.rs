@@ -57,6 +57,7 @@ pub struct Console {
     pats: Patterns,
     ok_marker: String,
     done_marker: String,
+    snapshot_marker: String,
     begin_re: Regex,
     end_re: Regex,
     /// Bytes of the line being assembled (reads split lines anywhere).
@@ -64,6 +65,8 @@ pub struct Console {
     max_cmds: usize,
     pub marker_at: Option<Duration>,
     pub done: bool,
+    /// The init waits for the host to save the machine (`snapshot=1`).
+    pub snapshot_ready: bool,
     pub panic_line: Option<String>,
     pub oops_line: Option<String>,
     pub warnings: Vec<String>,
@@ -82,12 +85,14 @@ impl Console {
             pats: Patterns::new(),
             ok_marker: format!("KMATRIX-BOOT-OK nonce={nonce}"),
             done_marker: format!("KMATRIX-DONE nonce={nonce}"),
+            snapshot_marker: format!("KMATRIX-SNAPSHOT-READY nonce={nonce}"),
             begin_re: Regex::new(&format!(r"KMATRIX-CMD-BEGIN (\d+) nonce={n}")).expect("valid"),
             end_re: Regex::new(&format!(r"KMATRIX-CMD-END (\d+) status=(-?\d+) nonce={n}")).expect("valid"),
             partial: Vec::new(),
             max_cmds: cmds,
             marker_at: None,
             done: false,
+            snapshot_ready: false,
             panic_line: None,
             oops_line: None,
             warnings: Vec::new(),
@@ -153,6 +158,8 @@ impl Console {
             }
         } else if l.contains(&self.done_marker) {
             self.done = true;
+        } else if l.contains(&self.snapshot_marker) {
+            self.snapshot_ready = true;
         } else if let Some(c) = self.begin_re.captures(l) {
             if self.cmds.len() < self.max_cmds {
                 self.current = Some(CmdResult { index: c[1].parse().unwrap_or(0), status: -1, output: String::new(), output_cut: 0 });

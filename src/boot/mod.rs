@@ -74,7 +74,13 @@ pub struct BootSpec {
     pub log_limit: u64,
     /// Picks the emulator's own error line (its backend's [`crate::emulator::Backend::explainer`]).
     pub explain: crate::emulator::Explain,
+    /// Run once when the init says it waits for a snapshot; an error ends
+    /// the boot as an infrastructure error.
+    pub at_snapshot: Option<SnapshotHook>,
 }
+
+/// What saves the machine while the guest waits.
+pub type SnapshotHook = Box<dyn Fn() -> std::result::Result<(), String> + Send + Sync>;
 
 enum Chunk {
     Console(Vec<u8>),
@@ -224,6 +230,7 @@ pub fn run(spec: &BootSpec) -> Result<BootResult> {
     let mut eofs = 0;
     let mut done_at: Option<Instant> = None;
     let mut panic_at: Option<Instant> = None;
+    let mut snapshot_taken = false;
     let mut feed = |bytes: &[u8], con: &mut Console, log: &mut Log| {
         bytes_seen += bytes.len() as u64;
         log.write(bytes);
@@ -264,6 +271,15 @@ pub fn run(spec: &BootSpec) -> Result<BootResult> {
         }
         if con.done && done_at.is_none() {
             done_at = Some(now);
+        }
+        if con.snapshot_ready && !snapshot_taken {
+            snapshot_taken = true;
+            if let Some(hook) = &spec.at_snapshot
+                && let Err(why) = hook()
+            {
+                child.stop(Duration::from_secs(1));
+                return Err(Error::Infra(format!("snapshot failed: {why}; console log: {}", spec.log.display())));
+            }
         }
         let since = |t: Option<Instant>| t.map(|t| now.duration_since(t));
         if let Some(stop) = policy.check(&con, now.duration_since(start), now.duration_since(last_output), since(panic_at), since(done_at)) {
@@ -328,6 +344,7 @@ mod tests {
             cmds: 4,
             log_limit: DEFAULT_LOG_LIMIT,
             explain: crate::emulator::qemu::explain,
+            at_snapshot: None,
         };
         let r = run(&spec).unwrap();
         std::mem::forget(dir);
@@ -350,6 +367,7 @@ mod tests {
             cmds: 4,
             log_limit: DEFAULT_LOG_LIMIT,
             explain: crate::emulator::gem5::explain,
+            at_snapshot: None,
         };
         (run(&spec).unwrap(), dir)
     }

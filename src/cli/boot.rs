@@ -127,6 +127,8 @@ pub fn run(ctx: &Ctx, mut a: Args) -> Result<i32> {
         net: lab.net,
         disks: lab.disks,
         rootfs: lab.rootfs,
+        snapshot_save: a.lab.snapshot_save.clone(),
+        snapshot_load: a.lab.snapshot_load.clone(),
     };
     let prepared = machine::prepare_boot(&ctx.cache, &reg, board, &opts.toolchain, &manifest, &bopts, &run_dir, &say)?;
     let (cmd, nonce) = (prepared.command, prepared.nonce);
@@ -150,7 +152,7 @@ pub fn run(ctx: &Ctx, mut a: Args) -> Result<i32> {
     }
     let timeout = a.timeout.map(Duration::from_secs).unwrap_or(board.timeout);
     let no_output = (a.no_output_timeout > 0 && backend.silence_is_a_hang()).then(|| Duration::from_secs(a.no_output_timeout));
-    let r = boot::run(&BootSpec { command: cmd, nonce, timeout, no_output_timeout: no_output, log: run_dir.join("console.log"), echo: a.console, console_file: prepared.console_file.clone(), cmds: a.cmds.len(), log_limit: a.console_log_limit << 20, explain: prepared.explain })?;
+    let r = boot::run(&BootSpec { command: cmd, nonce, timeout, no_output_timeout: no_output, log: run_dir.join("console.log"), echo: a.console, console_file: prepared.console_file.clone(), cmds: a.cmds.len(), log_limit: a.console_log_limit << 20, explain: prepared.explain, at_snapshot: prepared.at_snapshot })?;
 
     print_result(&r, &a.cmds, &board.id);
     Ok(if r.outcome.passed() { exit::OK } else { exit::KERNEL_FAILURE })

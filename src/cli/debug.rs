@@ -94,6 +94,8 @@ pub fn run(ctx: &Ctx, mut a: Args) -> Result<i32> {
         net: lab.net,
         disks: lab.disks,
         rootfs: lab.rootfs,
+        snapshot_save: a.lab.snapshot_save.clone(),
+        snapshot_load: a.lab.snapshot_load.clone(),
         ..Default::default()
     };
     let prepared = machine::prepare_boot(&ctx.cache, &reg, board, &opts.toolchain, &manifest, &bopts, &run_dir, &say)?;

@@ -30,6 +30,14 @@ pub struct LabArgs {
     /// image. Implies --profile debug.
     #[arg(long, value_name = "IMG")]
     pub rootfs: Option<PathBuf>,
+    /// After the --cmd commands, save the machine under NAME (QEMU; kept
+    /// per board and kernel build). Implies --profile debug.
+    #[arg(long, value_name = "NAME", conflicts_with = "snapshot_load")]
+    pub snapshot_save: Option<String>,
+    /// Start from the snapshot NAME; the restored guest runs this boot's
+    /// --cmd commands. Implies --profile debug.
+    #[arg(long, value_name = "NAME")]
+    pub snapshot_load: Option<String>,
 }
 
 /// What the lab options ask of the boot.
@@ -44,7 +52,7 @@ pub struct Lab {
 impl LabArgs {
     /// Whether any lab device is asked for (they need the lab kernel).
     pub fn any(&self) -> bool {
-        !self.shares.is_empty() || self.net.is_some() || !self.forwards.is_empty() || !self.disks.is_empty() || self.rootfs.is_some()
+        !self.shares.is_empty() || self.net.is_some() || !self.forwards.is_empty() || !self.disks.is_empty() || self.rootfs.is_some() || self.snapshot_save.is_some() || self.snapshot_load.is_some()
     }
 
     pub fn parse(&self) -> Result<Lab> {
@@ -130,7 +138,7 @@ mod tests {
     use super::*;
 
     fn args(shares: &[&str], net: Option<&str>, fwd: &[&str]) -> LabArgs {
-        LabArgs { shares: shares.iter().map(|s| s.to_string()).collect(), net: net.map(String::from), forwards: fwd.iter().map(|s| s.to_string()).collect(), disks: vec![], rootfs: None }
+        LabArgs { shares: shares.iter().map(|s| s.to_string()).collect(), net: net.map(String::from), forwards: fwd.iter().map(|s| s.to_string()).collect(), disks: vec![], rootfs: None, snapshot_save: None, snapshot_load: None }
     }
 
     #[test]

@@ -57,6 +57,8 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
             checkpoint: false,
             shares: vec![],
             net: None,
+            snapshot: false,
+            generation: 0,
         },
         modules: vec![],
     };

@@ -61,7 +61,7 @@ impl Backend for Gem5 {
     }
 
     fn features(&self) -> Features {
-        Features { checkpoints: true, shares: false, net: false, disks: false }
+        Features { checkpoints: true, shares: false, net: false, disks: false, snapshots: false }
     }
 
     fn locate(&self, built: &Finder) -> Result<Option<Install>> {

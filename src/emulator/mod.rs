@@ -15,6 +15,7 @@
 
 pub mod gem5;
 pub mod qemu;
+pub mod qmp;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -56,6 +57,18 @@ pub struct BootInputs {
     pub net: Option<Net>,
     /// Disks on the board's block device, in order (the first is /dev/vda).
     pub disks: Vec<Disk>,
+    /// Machine snapshots (QEMU): where they are kept and the monitor socket.
+    pub snapshot: Option<Snapshot>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The qcow2 that holds the saved machine state (not a guest disk).
+    pub store: PathBuf,
+    /// The QMP unix socket (in the run directory, which is 0700).
+    pub qmp: PathBuf,
+    /// Start from this saved snapshot.
+    pub load: Option<String>,
 }
 
 /// A host directory the guest mounts at `/mnt/<tag>`.
@@ -113,6 +126,8 @@ pub struct Features {
     pub net: bool,
     /// Disks (and so a disk root).
     pub disks: bool,
+    /// Save a running machine by name and start later boots from it.
+    pub snapshots: bool,
 }
 
 /// How a debugger finds the emulator's gdb stub.

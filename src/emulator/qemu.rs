@@ -24,8 +24,10 @@ impl Backend for Qemu {
     }
 
     fn features(&self) -> Features {
-        // Snapshots over QMP are the QEMU counterpart; not yet wired.
-        Features { checkpoints: false, shares: self.share.is_some(), net: self.net.is_some(), disks: self.disk.is_some() }
+        // Snapshots (over QMP) are QEMU's counterpart of gem5's checkpoints;
+        // a diskless guest's state goes to a scratch qcow2 and its
+        // configuration comes from a conf disk, so they need [qemu.disk].
+        Features { checkpoints: false, shares: self.share.is_some(), net: self.net.is_some(), disks: self.disk.is_some(), snapshots: self.disk.is_some() }
     }
 
     fn locate(&self, _built: &Finder) -> Result<Option<Install>> {
@@ -89,6 +91,15 @@ impl Backend for Qemu {
             c = c.arg("-S");
         }
         c = c.args(lab_args(q, i));
+        if let Some(s) = &i.snapshot {
+            // The monitor on a unix socket only, never TCP.
+            c = c.args(["-qmp".to_string(), format!("unix:{},server=on,wait=off", opt(&s.qmp.display().to_string()))]);
+            // No guest device: only a place for savevm to put the state.
+            c = c.args(["-drive".to_string(), format!("if=none,id=kmxvmstate,file={},format=qcow2", opt(&s.store.display().to_string()))]);
+            if let Some(name) = &s.load {
+                c = c.args(["-loadvm", name]);
+            }
+        }
         c.args(q.extra_args.iter().cloned()).args(i.extra_args.iter().cloned())
     }
 

@@ -27,6 +27,10 @@ pub struct InitConf {
     pub shares: Vec<(String, String)>,
     /// Static network: `<ip>/<len> <gateway>`.
     pub net: Option<String>,
+    /// QEMU: wait after the commands for the host to save the machine.
+    pub snapshot: bool,
+    /// The configuration's generation (a waiting init takes a higher one).
+    pub generation: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -63,6 +67,12 @@ pub fn conf_text(c: &InitConf) -> String {
     }
     if let Some(n) = &c.net {
         s.push_str(&format!("net={n}\n"));
+    }
+    if c.snapshot {
+        s.push_str("snapshot=1\n");
+    }
+    if c.generation > 0 {
+        s.push_str(&format!("gen={}\n", c.generation));
     }
     s
 }

@@ -24,6 +24,14 @@
  *   share=<tag> <dir>    repeatable: mount the 9p share <tag> at <dir>
  *   net=<ip>/<len> <gw>  bring up lo and eth0 with a static address and a
  *                        default route (QEMU's user-mode network)
+ *   snapshot=1           (QEMU) after the commands, print
+ *                        KMATRIX-SNAPSHOT-READY and wait for a newer
+ *                        configuration on a block device ("conf disk",
+ *                        starting "KMATRIX-CONF\n", with gen=<n> higher
+ *                        than this one's): the host saves the machine while
+ *                        it waits, and a boot that loads that snapshot hands
+ *                        the waiting init its own nonce and commands
+ *   gen=<n>              the configuration's generation (conf disks)
  *
  * The lab setup (shares, network) runs before the boot marker, and also as
  * `/init --lab` from busybox's rcS in interactive boots. Each step prints
@@ -35,6 +43,7 @@
  *   KMATRIX-CMD-END i status=S nonce=N
  *   KMATRIX-DONE nonce=N
  */
+#define _GNU_SOURCE /* O_DIRECT */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -66,6 +75,8 @@ static int want_checkpoint;
 static char *shares[MAX_SHARES];
 static int nshares;
 static char net[128];
+static int want_snapshot;
+static long gen;
 
 /*
  * gem5 pseudo-instructions (include/gem5/asm/generic/m5ops.h): EXIT 0x21,
@@ -116,6 +127,10 @@ static void parse_config(char *text)
 			shares[nshares++] = strdup(line + 6);
 		else if (!strncmp(line, "net=", 4))
 			snprintf(net, sizeof net, "%s", line + 4);
+		else if (!strcmp(line, "snapshot=1"))
+			want_snapshot = 1;
+		else if (!strncmp(line, "gen=", 4))
+			gen = strtol(line + 4, 0, 10);
 	}
 }
 
@@ -295,6 +310,45 @@ static int load_readfile(void)
 	return 1;
 }
 
+/*
+ * A configuration newer than `gen` on a conf disk, read with O_DIRECT so
+ * the page cache never hands back what an earlier read saw (the host
+ * rewrites the file while the guest waits, and a restored guest's cache is
+ * the saved one's). Returns 1 and reparses when one is found.
+ */
+static int newer_conf_disk(void)
+{
+	static char *buf;
+	char dev[32];
+
+	if (!buf && posix_memalign((void **)&buf, 4096, 4096))
+		return 0;
+	for (char c = 'a'; c <= 'z'; c++) {
+		snprintf(dev, sizeof dev, "/dev/vd%c", c);
+		int fd = open(dev, O_RDONLY | O_DIRECT);
+		if (fd < 0)
+			continue;
+		ssize_t n = read(fd, buf, 4096);
+		close(fd);
+		if (n != 4096 || strncmp(buf, "KMATRIX-CONF\n", 13))
+			continue;
+		buf[4095] = 0;
+		char *g = strstr(buf, "\ngen=");
+		if (!g || strtol(g + 5, 0, 10) <= gen)
+			continue;
+		for (int i = 0; i < ncmds; i++)
+			free(cmds[i]);
+		ncmds = 0;
+		want_snapshot = 0;
+		static char text[4096];
+		memcpy(text, buf + 13, sizeof text - 13);
+		text[sizeof text - 14] = 0;
+		parse_config(text);
+		return 1;
+	}
+	return 0;
+}
+
 static void m5_exit(void)
 {
 	unsigned long r;
@@ -401,12 +455,23 @@ int main(int argc, char **argv)
 		}
 	}
 
-	for (int i = 0; i < ncmds; i++) {
-		printf("KMATRIX-CMD-BEGIN %d nonce=%s\n", i, nonce);
+	for (;;) {
+		for (int i = 0; i < ncmds; i++) {
+			printf("KMATRIX-CMD-BEGIN %d nonce=%s\n", i, nonce);
+			fflush(stdout);
+			int st = run(cmds[i]);
+			fflush(stdout);
+			printf("\nKMATRIX-CMD-END %d status=%d nonce=%s\n", i, st, nonce);
+			fflush(stdout);
+		}
+		if (!want_snapshot)
+			break;
+		sync();
+		printf("KMATRIX-SNAPSHOT-READY nonce=%s\n", nonce);
 		fflush(stdout);
-		int st = run(cmds[i]);
-		fflush(stdout);
-		printf("\nKMATRIX-CMD-END %d status=%d nonce=%s\n", i, st, nonce);
+		while (!newer_conf_disk())
+			usleep(200 * 1000);
+		printf("KMATRIX-BOOT-OK nonce=%s machine=%s release=%s restored\n", nonce, u.machine, u.release);
 		fflush(stdout);
 	}
 	if (want_shell && access("/bin/sh", X_OK) == 0) {

@@ -437,6 +437,7 @@ fn boot_cell(
         cmds: c.cmds.len(),
         log_limit: opts.console_log_limit,
         explain: backend.explainer(),
+        at_snapshot: None,
     };
     let res = boot::run(&spec)?;
     let _ = std::fs::remove_file(run_dir.join("initramfs.cpio.gz"));
