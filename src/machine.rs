@@ -174,6 +174,14 @@ pub struct BootOptions {
     pub checkpoint: Option<PathBuf>,
     /// Restore the checkpoint in this directory.
     pub restore: Option<PathBuf>,
+    /// The lab devices, disk root and snapshots.
+    pub lab: Lab,
+}
+
+/// What a boot asks of the lab (`--share`, `--net`, `--disk`, `--rootfs`,
+/// `--snapshot-*`).
+#[derive(Debug, Clone, Default)]
+pub struct Lab {
     /// Host directories shared into the guest, mounted at `/mnt/<tag>`.
     pub shares: Vec<crate::emulator::Share>,
     pub net: Option<crate::emulator::Net>,
@@ -224,7 +232,7 @@ pub fn prepare_boot(
             board.id
         )));
     }
-    let bb = if !embedded && o.rootfs.is_none() && (o.interactive || !o.cmds.is_empty()) {
+    let bb = if !embedded && o.lab.rootfs.is_none() && (o.interactive || !o.cmds.is_empty()) {
         match busybox::locate(cache, arch, o.busybox.as_deref()) {
             Ok(p) => Some(p),
             Err(e) if !o.interactive => {
@@ -245,10 +253,10 @@ pub fn prepare_boot(
         shell: false,
         readfile: false,
         checkpoint: o.checkpoint.is_some(),
-        shares: o.shares.iter().map(|s| (s.tag.clone(), format!("/mnt/{}", s.tag))).collect(),
+        shares: o.lab.shares.iter().map(|s| (s.tag.clone(), format!("/mnt/{}", s.tag))).collect(),
         // QEMU's user-mode network hands out 10.0.2.15; the host is 10.0.2.2.
-        net: o.net.as_ref().map(|_| "10.0.2.15/24 10.0.2.2".to_string()),
-        snapshot: o.snapshot_save.is_some(),
+        net: o.lab.net.as_ref().map(|_| "10.0.2.15/24 10.0.2.2".to_string()),
+        snapshot: o.lab.snapshot_save.is_some(),
         generation: 0,
     };
     let f = backend.features();
@@ -256,28 +264,28 @@ pub fn prepare_boot(
     if !f.checkpoints && (o.checkpoint.is_some() || o.restore.is_some()) {
         return refuse("checkpoints (--checkpoint/--restore need gem5)");
     }
-    if !f.shares && !o.shares.is_empty() {
+    if !f.shares && !o.lab.shares.is_empty() {
         return refuse("shared folders (--share): its descriptor has no [qemu.share]");
     }
-    if !f.net && o.net.is_some() {
+    if !f.net && o.lab.net.is_some() {
         return refuse("network (--net): its descriptor has no [qemu.net]");
     }
-    if !f.disks && !o.disks.is_empty() {
+    if !f.disks && !o.lab.disks.is_empty() {
         return refuse("disks (--disk): its descriptor has no [qemu.disk]");
     }
-    if embedded && (!o.shares.is_empty() || o.net.is_some() || o.rootfs.is_some()) {
+    if embedded && (!o.lab.shares.is_empty() || o.lab.net.is_some() || o.lab.rootfs.is_some()) {
         return refuse("lab setup: its initramfs is linked into the kernel");
     }
-    if o.rootfs.is_some() && !f.disks {
+    if o.lab.rootfs.is_some() && !f.disks {
         return refuse("disk root (--rootfs): its descriptor has no [qemu.disk]");
     }
-    if o.rootfs.is_some() && (!o.modules.is_empty() || o.init.is_some() || o.busybox.is_some()) {
+    if o.lab.rootfs.is_some() && (!o.modules.is_empty() || o.init.is_some() || o.busybox.is_some()) {
         return Err(Error::Usage("--rootfs boots the image's own userland: --module, --init and --busybox apply to initramfs boots (a module loads from a --share)".into()));
     }
-    let mut disks = o.disks.clone();
+    let mut disks = o.lab.disks.clone();
     let mut append = o.append.clone();
     let (snapshot, at_snapshot) = snapshots(cache, board, manifest, o, &conf, run_dir, &mut disks)?;
-    let initrd = if let Some(img) = &o.rootfs {
+    let initrd = if let Some(img) = &o.lab.rootfs {
         // The image stays as it is: the boot writes to an overlay. The
         // configuration rides on the command line (one image, any boot).
         std::fs::create_dir_all(run_dir).map_err(Error::io(format!("cannot create {}", run_dir.display())))?;
@@ -319,7 +327,7 @@ pub fn prepare_boot(
         && !dir.is_dir() {
             return Err(Error::Usage(format!("no checkpoint directory {}", dir.display())));
         }
-    if o.interactive && o.rootfs.is_none() && (bb.is_some() || embedded) {
+    if o.interactive && o.lab.rootfs.is_none() && (bb.is_some() || embedded) {
         // busybox init reads /etc/inittab: rcS, then a respawning shell.
         append.push("rdinit=/sbin/init".into());
     }
@@ -344,8 +352,8 @@ pub fn prepare_boot(
         install: o.install.clone(),
         gdb_port: o.gdb_port,
         halted: o.halted,
-        shares: o.shares.clone(),
-        net: o.net.clone(),
+        shares: o.lab.shares.clone(),
+        net: o.lab.net.clone(),
         disks,
         snapshot,
     };
@@ -375,7 +383,7 @@ fn snapshots(
     disks: &mut Vec<crate::emulator::Disk>,
 ) -> Result<(Option<crate::emulator::Snapshot>, Option<crate::boot::SnapshotHook>)> {
     use crate::rootfs::image::conf_text;
-    let name = match (&o.snapshot_save, &o.snapshot_load) {
+    let name = match (&o.lab.snapshot_save, &o.lab.snapshot_load) {
         (None, None) => return Ok((None, None)),
         (Some(_), Some(_)) => return Err(Error::Usage("--snapshot-save and --snapshot-load are one each per boot".into())),
         (Some(n), None) | (None, Some(n)) => n.clone(),
@@ -387,11 +395,11 @@ fn snapshots(
     if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.') {
         return Err(Error::Usage(format!("snapshot name `{name}`: letters, digits, `-`, `_` and `.` only")));
     }
-    if !o.shares.is_empty() {
+    if !o.lab.shares.is_empty() {
         // QEMU: "Migration is disabled when VirtFS export path '...' is mounted in the guest".
         return Err(Error::Usage("a mounted 9p share blocks QEMU's savevm/loadvm: snapshots cannot be combined with --share".into()));
     }
-    if o.rootfs.is_some() || o.disks.iter().any(|d| !d.readonly) {
+    if o.lab.rootfs.is_some() || o.lab.disks.iter().any(|d| !d.readonly) {
         return Err(Error::Usage("snapshots of boots with a writable disk (--rootfs, --disk without readonly) are not supported yet: the disk's state would have to travel with the snapshot".into()));
     }
     if o.interactive {
@@ -413,7 +421,7 @@ fn snapshots(
     if !store.is_file() {
         qemu_img(&["create", "-q", "-f", "qcow2", &store_s, "16M"])?;
     }
-    if o.snapshot_load.is_some() {
+    if o.lab.snapshot_load.is_some() {
         let list = qemu_img(&["snapshot", "-l", &store_s])?;
         let saved: Vec<&str> = list.lines().skip(2).filter_map(|l| l.split_whitespace().nth(1)).collect();
         if !saved.contains(&name.as_str()) {
@@ -434,7 +442,7 @@ fn snapshots(
         b.resize(4096, 0);
         b
     };
-    let loading = o.snapshot_load.is_some();
+    let loading = o.lab.snapshot_load.is_some();
     // A loading boot hands the restored init (generation 0) its own
     // configuration at once; a saving one first gives it nothing newer.
     let first = if loading { disk_text(1, o.cmds.clone(), false) } else { disk_text(0, vec![], false) };
@@ -444,7 +452,7 @@ fn snapshots(
     std::fs::write(&conf_disk, &first).map_err(Error::io(format!("cannot write {}", conf_disk.display())))?;
     disks.push(crate::emulator::Disk { file: conf_disk.clone(), format: "raw".into(), readonly: true });
     let qmp = run_dir.join("qmp.sock");
-    let snapshot = crate::emulator::Snapshot { store, qmp: qmp.clone(), load: o.snapshot_load.clone() };
+    let snapshot = crate::emulator::Snapshot { store, qmp: qmp.clone(), load: o.lab.snapshot_load.clone() };
     let hook: Option<crate::boot::SnapshotHook> = if loading {
         None
     } else {

@@ -123,12 +123,7 @@ pub fn run(ctx: &Ctx, mut a: Args) -> Result<i32> {
         halted: a.gdb,
         checkpoint,
         restore,
-        shares: lab.shares,
-        net: lab.net,
-        disks: lab.disks,
-        rootfs: lab.rootfs,
-        snapshot_save: a.lab.snapshot_save.clone(),
-        snapshot_load: a.lab.snapshot_load.clone(),
+        lab,
     };
     let prepared = machine::prepare_boot(&ctx.cache, &reg, board, &opts.toolchain, &manifest, &bopts, &run_dir, &say)?;
     let (cmd, nonce) = (prepared.command, prepared.nonce);

@@ -90,12 +90,7 @@ pub fn run(ctx: &Ctx, mut a: Args) -> Result<i32> {
         install,
         gdb_port: Some(port),
         halted: true,
-        shares: lab.shares,
-        net: lab.net,
-        disks: lab.disks,
-        rootfs: lab.rootfs,
-        snapshot_save: a.lab.snapshot_save.clone(),
-        snapshot_load: a.lab.snapshot_load.clone(),
+        lab,
         ..Default::default()
     };
     let prepared = machine::prepare_boot(&ctx.cache, &reg, board, &opts.toolchain, &manifest, &bopts, &run_dir, &say)?;

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use crate::emulator::{Disk, Net, Share};
+use crate::machine::Lab;
 use crate::error::{Error, Result};
 
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -40,14 +41,6 @@ pub struct LabArgs {
     pub snapshot_load: Option<String>,
 }
 
-/// What the lab options ask of the boot.
-#[derive(Debug)]
-pub struct Lab {
-    pub shares: Vec<Share>,
-    pub net: Option<Net>,
-    pub disks: Vec<Disk>,
-    pub rootfs: Option<PathBuf>,
-}
 
 impl LabArgs {
     /// Whether any lab device is asked for (they need the lab kernel).
@@ -79,7 +72,7 @@ impl LabArgs {
             Some(p) => return Err(Error::Usage(format!("--rootfs {}: no such image (make one with `kmatrix rootfs build --arch <arch>`)", p.display()))),
             None => None,
         };
-        Ok(Lab { shares, net, disks, rootfs })
+        Ok(Lab { shares, net, disks, rootfs, snapshot_save: self.snapshot_save.clone(), snapshot_load: self.snapshot_load.clone() })
     }
 }
 
