@@ -15,6 +15,30 @@ use std::time::{Duration, Instant};
 
 static BUILD_LOCK: Mutex<()> = Mutex::new(());
 
+/// Guest commands: busybox's where Debian has a busybox for the arch, else
+/// the tools kmatrix's init carries (`/init kmx ...`; big-endian mips64).
+struct Tools {
+    busybox: bool,
+}
+
+impl Tools {
+    fn of(arch: &str) -> Tools {
+        Tools { busybox: arch != "mips64" }
+    }
+    fn cat(&self, f: &str) -> String {
+        if self.busybox { format!("cat {f}") } else { format!("/init kmx cat {f}") }
+    }
+    fn write(&self, f: &str, text: &str) -> String {
+        if self.busybox { format!("echo {text} > {f}") } else { format!("/init kmx write {f} {text}") }
+    }
+    fn get(&self, port: u16) -> String {
+        if self.busybox { format!("wget -q -O - http://10.0.2.2:{port}/") } else { format!("/init kmx get 10.0.2.2 {port}") }
+    }
+    fn serve(&self, port: u16, text: &str) -> String {
+        if self.busybox { format!("echo {text} | nc -l -p {port}") } else { format!("/init kmx serve {port} {text}") }
+    }
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -72,15 +96,15 @@ fn lab(arch: &str) {
     let poller = poll_forward(fwd, stop.clone());
     let share_arg = format!("{}:host0", share.path().display());
     let fwd_arg = format!("{fwd}:8080");
-    let wget = format!("wget -q -O - http://10.0.2.2:{http}/");
+    let t = Tools::of(arch);
     let start = Instant::now();
     let out = kmatrix(&[
         "boot", "--arch", arch, "--check",
         "--share", &share_arg, "--net", "user", "--forward", &fwd_arg,
-        "--cmd", "cat /mnt/host0/hello.txt",
-        "--cmd", "echo written-in-the-guest > /mnt/host0/from-guest.txt",
-        "--cmd", &wget,
-        "--cmd", "echo guest-listens | nc -l -p 8080",
+        "--cmd", &t.cat("/mnt/host0/hello.txt"),
+        "--cmd", &t.write("/mnt/host0/from-guest.txt", "written-in-the-guest"),
+        "--cmd", &t.get(http),
+        "--cmd", &t.serve(8080, "guest-listens"),
     ]);
     let took = start.elapsed();
     stop.store(true, Ordering::SeqCst);
@@ -139,7 +163,8 @@ fn disk_root(arch: &str) {
     assert_eq!(out.status.code(), Some(0));
     let before = std::fs::read(&img).unwrap();
     let start = Instant::now();
-    let out = kmatrix(&["boot", "--arch", arch, "--check", "--rootfs", &img_s, "--cmd", "grep ' / ' /proc/mounts", "--cmd", "echo changed > /etc/kmx && cat /etc/kmx"]);
+    let t = Tools::of(arch);
+    let out = kmatrix(&["boot", "--arch", arch, "--check", "--rootfs", &img_s, "--cmd", &t.cat("/proc/mounts"), "--cmd", &t.write("/etc/kmx", "changed"), "--cmd", &t.cat("/etc/kmx")]);
     let s = String::from_utf8_lossy(&out.stdout).to_string();
     assert_eq!(out.status.code(), Some(0), "{s}");
     assert!(s.contains("/dev/root / ext4 rw"), "the root is not the ext4 disk: {s}");
@@ -188,11 +213,12 @@ fn snapshot(arch: &str) {
     let name = format!("t{}", std::process::id());
     let token = format!("state-{arch}-{name}");
     let start = Instant::now();
-    let out = kmatrix(&["boot", "--arch", arch, "--check", "--snapshot-save", &name, "--cmd", &format!("echo {token} > /root/state")]);
+    let t = Tools::of(arch);
+    let out = kmatrix(&["boot", "--arch", arch, "--check", "--snapshot-save", &name, "--cmd", &t.write("/root/state", &token)]);
     let saved = start.elapsed();
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
     let start = Instant::now();
-    let out = kmatrix(&["boot", "--arch", arch, "--check", "--snapshot-load", &name, "--cmd", "cat /root/state"]);
+    let out = kmatrix(&["boot", "--arch", arch, "--check", "--snapshot-load", &name, "--cmd", &t.cat("/root/state")]);
     let loaded = start.elapsed();
     let s = String::from_utf8_lossy(&out.stdout).to_string();
     assert_eq!(out.status.code(), Some(0), "{s}");

@@ -47,7 +47,15 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let tc = reg.toolchain(&toolchain)?;
     let spec = crate::rootfs::image::Spec {
         init: crate::rootfs::init::build(&ctx.cache, arch, tc)?,
-        busybox: Some(crate::rootfs::busybox::locate(&ctx.cache, arch, busybox.as_deref())?),
+        busybox: match crate::rootfs::busybox::locate(&ctx.cache, arch, busybox.as_deref()) {
+            Ok(p) => Some(p),
+            // The init alone still boots, runs commands and has `/init kmx` tools.
+            Err(e) if busybox.is_none() => {
+                say(&format!("no busybox ({e}); the image has kmatrix's init only"));
+                None
+            }
+            Err(e) => return Err(e),
+        },
         conf: crate::rootfs::image::InitConf {
             nonce: String::new(),
             poweroff: board.poweroff,

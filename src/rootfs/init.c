@@ -37,6 +37,13 @@
  * `/init --lab` from busybox's rcS in interactive boots. Each step prints
  * `KMATRIX-LAB <what> ok|failed: <why>`.
  *
+ * Guests without busybox (Debian has none for big-endian mips64) still get
+ * a few tools, as `/init kmx <tool> ...` (also a `--cmd` without a shell):
+ *   kmx cat FILE             print a file
+ *   kmx write FILE TEXT...   write the words and a newline to FILE
+ *   kmx get IP PORT          HTTP/1.0 GET / and print the reply
+ *   kmx serve PORT TEXT...   accept one TCP connection, send the words
+ *
  * Markers (one line each, parsed by the host):
  *   KMATRIX-BOOT-OK nonce=N machine=M release=R
  *   KMATRIX-CMD-BEGIN i nonce=N
@@ -212,6 +219,66 @@ static void net_up(const char *spec)
 	else
 		printf("KMATRIX-LAB net eth0 %s/%d via %s ok\n", ip, len, gw);
 	close(s);
+}
+
+static int tool(int argc, char **argv)
+{
+	char buf[4096];
+	ssize_t n;
+
+	if (argc >= 2 && !strcmp(argv[0], "cat")) {
+		int fd = open(argv[1], O_RDONLY);
+		if (fd < 0) {
+			fprintf(stderr, "kmx cat: %s: %s\n", argv[1], strerror(errno));
+			return 1;
+		}
+		while ((n = read(fd, buf, sizeof buf)) > 0)
+			fwrite(buf, 1, n, stdout);
+		close(fd);
+		return 0;
+	}
+	if (argc >= 2 && !strcmp(argv[0], "write")) {
+		FILE *f = fopen(argv[1], "w");
+		if (!f) {
+			fprintf(stderr, "kmx write: %s: %s\n", argv[1], strerror(errno));
+			return 1;
+		}
+		for (int i = 2; i < argc; i++)
+			fprintf(f, "%s%s", argv[i], i + 1 < argc ? " " : "");
+		fputc('\n', f);
+		return fclose(f) ? 1 : 0;
+	}
+	if (argc >= 3 && (!strcmp(argv[0], "get") || !strcmp(argv[0], "serve"))) {
+		int serve = !strcmp(argv[0], "serve");
+		struct sockaddr_in a = { .sin_family = AF_INET };
+		int s = socket(AF_INET, SOCK_STREAM, 0), c = -1, one = 1;
+		a.sin_port = htons(atoi(serve ? argv[1] : argv[2]));
+		if (serve) {
+			setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+			if (bind(s, (struct sockaddr *)&a, sizeof a) < 0 || listen(s, 1) < 0 || (c = accept(s, 0, 0)) < 0) {
+				fprintf(stderr, "kmx serve: %s\n", strerror(errno));
+				return 1;
+			}
+			for (int i = 2; i < argc; i++) {
+				dprintf(c, "%s%s", argv[i], i + 1 < argc ? " " : "");
+			}
+			dprintf(c, "\n");
+			close(c);
+			close(s);
+			return 0;
+		}
+		if (inet_pton(AF_INET, argv[1], &a.sin_addr) != 1 || connect(s, (struct sockaddr *)&a, sizeof a) < 0) {
+			fprintf(stderr, "kmx get: %s:%s: %s\n", argv[1], argv[2], strerror(errno));
+			return 1;
+		}
+		dprintf(s, "GET / HTTP/1.0\r\n\r\n");
+		while ((n = read(s, buf, sizeof buf)) > 0)
+			fwrite(buf, 1, n, stdout);
+		close(s);
+		return 0;
+	}
+	fprintf(stderr, "kmx: unknown tool or missing arguments (cat FILE, write FILE TEXT, get IP PORT, serve PORT TEXT)\n");
+	return 2;
 }
 
 static void lab_setup(void)
@@ -412,6 +479,8 @@ int main(int argc, char **argv)
 	/* Interactive boots run busybox init, whose inittab calls
 	 * `/init --shutdown` on poweroff and reboot: on gem5 the machine only
 	 * halts (no ACPI power-off), so the simulation is ended here. */
+	if (argc > 2 && !strcmp(argv[1], "kmx"))
+		return tool(argc - 2, argv + 2);
 	if (argc > 1 && !strcmp(argv[1], "--lab")) {
 		load_config();
 		lab_setup();
