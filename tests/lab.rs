@@ -256,3 +256,27 @@ fn snapshot_mips64() {
 fn snapshot_mips64el() {
     snapshot("mips64el");
 }
+
+/// A module built with `kmatrix module build` loads from a share: no
+/// initramfs rebuild.
+#[test]
+#[cfg_attr(not(kmatrix_real), ignore = "needs real compilers and QEMU: set KMATRIX_TEST_REAL=1 (CI does)")]
+fn module_loads_from_a_share() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("kmx_share.c"),
+        "#include <linux/module.h>\n#include <linux/init.h>\nstatic int __init kmx_share_init(void)\n{\n\tpr_info(\"kmx_share loaded from the share\\n\");\n\treturn 0;\n}\nmodule_init(kmx_share_init);\nMODULE_LICENSE(\"GPL\");\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("Kbuild"), "obj-m := kmx_share.o\n").unwrap();
+    let d = dir.path().to_str().unwrap();
+    {
+        let _g = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        assert_eq!(kmatrix(&["module", "build", "--arch", "aarch64", d]).status.code(), Some(0));
+    }
+    let share = format!("{d}:mods");
+    let out = kmatrix(&["boot", "--arch", "aarch64", "--check", "--share", &share, "--cmd", "insmod /mnt/mods/kmx_share.ko", "--cmd", "dmesg | grep kmx_share"]);
+    let s = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(0), "{s}");
+    assert!(s.contains("kmx_share loaded from the share"), "{s}");
+}
