@@ -367,6 +367,16 @@ pub fn prepare_boot(
     })
 }
 
+pub fn valid_snapshot_name(name: &str) -> bool {
+    !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+}
+
+/// Where a board's snapshots with one kernel build are kept.
+pub fn snapshot_dir(cache: &Cache, board: &Board, manifest: &build::Manifest) -> Result<PathBuf> {
+    let build = manifest.dir.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    cache.dir("snapshots").map(|d| d.join(&board.id).join(build))
+}
+
 /// `--snapshot-save`/`--snapshot-load` (QEMU): the machine state goes to a
 /// scratch qcow2 kept per board and kernel build (so a snapshot is never
 /// loaded into another kernel), and the guest's configuration comes from a
@@ -383,16 +393,20 @@ fn snapshots(
     disks: &mut Vec<crate::emulator::Disk>,
 ) -> Result<(Option<crate::emulator::Snapshot>, Option<crate::boot::SnapshotHook>)> {
     use crate::rootfs::image::conf_text;
+    let backend = crate::emulator::of(board);
+    // An interactive boot that could be snapshotted gets the monitor and
+    // the state store anyway: `kmatrix snapshot save` from another terminal.
+    let offer = o.interactive && backend.features().snapshots && o.lab.shares.is_empty() && o.lab.rootfs.is_none() && o.lab.disks.iter().all(|d| d.readonly);
     let name = match (&o.lab.snapshot_save, &o.lab.snapshot_load) {
+        (None, None) if offer => String::new(),
         (None, None) => return Ok((None, None)),
         (Some(_), Some(_)) => return Err(Error::Usage("--snapshot-save and --snapshot-load are one each per boot".into())),
         (Some(n), None) | (None, Some(n)) => n.clone(),
     };
-    let backend = crate::emulator::of(board);
     if !backend.features().snapshots {
         return Err(Error::Usage(format!("board `{}` ({}) has no snapshots (they need [qemu.disk]; gem5 has --checkpoint)", board.id, backend.kind())));
     }
-    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.') {
+    if (!offer || !name.is_empty()) && !valid_snapshot_name(&name) {
         return Err(Error::Usage(format!("snapshot name `{name}`: letters, digits, `-`, `_` and `.` only")));
     }
     if !o.lab.shares.is_empty() {
@@ -402,11 +416,10 @@ fn snapshots(
     if o.lab.rootfs.is_some() || o.lab.disks.iter().any(|d| !d.readonly) {
         return Err(Error::Usage("snapshots of boots with a writable disk (--rootfs, --disk without readonly) are not supported yet: the disk's state would have to travel with the snapshot".into()));
     }
-    if o.interactive {
-        return Err(Error::Usage("snapshots are taken after the commands of a --check/--cmd boot; interactive boots cannot take them yet".into()));
+    if o.interactive && o.lab.snapshot_save.is_some() {
+        return Err(Error::Usage("an interactive boot is saved from another terminal: `kmatrix snapshot save NAME` (--snapshot-save is for --check/--cmd boots)".into()));
     }
-    let build = manifest.dir.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-    let dir = cache.dir("snapshots")?.join(&board.id).join(build);
+    let dir = snapshot_dir(cache, board, manifest)?;
     std::fs::create_dir_all(&dir).map_err(Error::io(format!("cannot create {}", dir.display())))?;
     let store = dir.join("vmstate.qcow2");
     let qemu_img = |args: &[&str]| -> Result<String> {
@@ -453,7 +466,7 @@ fn snapshots(
     disks.push(crate::emulator::Disk { file: conf_disk.clone(), format: "raw".into(), readonly: true });
     let qmp = run_dir.join("qmp.sock");
     let snapshot = crate::emulator::Snapshot { store, qmp: qmp.clone(), load: o.lab.snapshot_load.clone() };
-    let hook: Option<crate::boot::SnapshotHook> = if loading {
+    let hook: Option<crate::boot::SnapshotHook> = if loading || o.interactive {
         None
     } else {
         let release = disk_text(1, vec![], false);

@@ -18,6 +18,7 @@ mod report;
 mod rootfs;
 mod setup;
 mod show;
+mod snapshot;
 mod sweep;
 
 use std::path::PathBuf;
@@ -80,6 +81,8 @@ pub enum Cmd {
     Emulator(emulator::Args),
     /// Build guest root filesystems (an ext4 disk root for `boot --rootfs`).
     Rootfs(rootfs::Args),
+    /// QEMU snapshots of a running interactive boot, and those in the cache.
+    Snapshot(snapshot::Args),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions(completions::Args),
 }
@@ -160,6 +163,7 @@ pub fn main() -> i32 {
         Cmd::Module(a) => module::run(&ctx, a),
         Cmd::Emulator(a) => emulator::run(&ctx, a),
         Cmd::Rootfs(a) => rootfs::run(&ctx, a),
+        Cmd::Snapshot(a) => snapshot::run(&ctx, a),
         Cmd::Completions(a) => completions::run(a),
     };
     match result {
