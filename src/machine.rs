@@ -291,16 +291,15 @@ pub fn prepare_boot(
         std::fs::create_dir_all(run_dir).map_err(Error::io(format!("cannot create {}", run_dir.display())))?;
         let overlay = crate::rootfs::disk::overlay(img, run_dir)?;
         disks.insert(0, crate::emulator::Disk { file: overlay, format: "qcow2".into(), readonly: false });
-        let param = crate::rootfs::disk::conf_param(&image::conf_text(&conf));
-        if param.len() > 700 {
-            return Err(Error::Usage(format!(
-                "the guest commands are too long for a disk-root boot ({} bytes of kernel command line, at most 700): its configuration rides on the command line",
-                param.len()
-            )));
-        }
+        // The configuration (generation 1, newer than none) on a conf disk:
+        // the kernel command line is too short for it on some machines
+        // (QEMU's malta passes at most 255 bytes).
+        let conf_img = run_dir.join("conf.img");
+        let c = image::InitConf { generation: 1, ..conf.clone() };
+        std::fs::write(&conf_img, crate::rootfs::disk::conf_disk(&image::conf_text(&c))?).map_err(Error::io(format!("cannot write {}", conf_img.display())))?;
+        disks.push(crate::emulator::Disk { file: conf_img, format: "raw".into(), readonly: true });
         let init = if o.interactive { "init=/sbin/init" } else { "init=/init" };
         append.extend(["root=/dev/vda", "rw", "rootfstype=ext4", "rootwait", init].map(String::from));
-        append.push(param);
         None
     } else if embedded {
         None
@@ -451,17 +450,12 @@ fn snapshots(
     let conf_disk = run_dir.join("conf.img");
     let disk_text = |generation: u64, cmds: Vec<String>, snapshot: bool| {
         let c = crate::rootfs::image::InitConf { generation, cmds, snapshot, ..conf.clone() };
-        let mut b = format!("KMATRIX-CONF\n{}", conf_text(&c)).into_bytes();
-        b.resize(4096, 0);
-        b
+        crate::rootfs::disk::conf_disk(&conf_text(&c))
     };
     let loading = o.lab.snapshot_load.is_some();
     // A loading boot hands the restored init (generation 0) its own
     // configuration at once; a saving one first gives it nothing newer.
-    let first = if loading { disk_text(1, o.cmds.clone(), false) } else { disk_text(0, vec![], false) };
-    if first.iter().rposition(|b| *b != 0).unwrap_or(0) >= 4095 {
-        return Err(Error::Usage("the guest commands are too long for a snapshot boot's 4 KiB configuration".into()));
-    }
+    let first = if loading { disk_text(1, o.cmds.clone(), false)? } else { disk_text(0, vec![], false)? };
     std::fs::write(&conf_disk, &first).map_err(Error::io(format!("cannot write {}", conf_disk.display())))?;
     disks.push(crate::emulator::Disk { file: conf_disk.clone(), format: "raw".into(), readonly: true });
     let qmp = run_dir.join("qmp.sock");
@@ -469,7 +463,7 @@ fn snapshots(
     let hook: Option<crate::boot::SnapshotHook> = if loading || o.interactive {
         None
     } else {
-        let release = disk_text(1, vec![], false);
+        let release = disk_text(1, vec![], false)?;
         Some(Box::new(move || {
             let mut q = crate::emulator::qmp::Qmp::connect(&qmp, std::time::Duration::from_secs(10))?;
             q.hmp(&format!("savevm {name}"))?;

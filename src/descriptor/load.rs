@@ -609,6 +609,7 @@ fn resolve_board(
                 extra_args: q.extra_args.into_iter().map(Spanned::into_inner).collect(),
                 share: q.share.map(|x| x.args.into_iter().map(Spanned::into_inner).collect()),
                 net: q.net.map(|x| x.args.into_iter().map(Spanned::into_inner).collect()),
+                disk_reversed: q.disk.as_ref().is_some_and(|x| x.reversed),
                 disk: q.disk.map(|x| x.args.into_iter().map(Spanned::into_inner).collect()),
             }))
         }

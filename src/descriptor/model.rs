@@ -184,6 +184,8 @@ pub struct Qemu {
     pub share: Option<Vec<String>>,
     pub net: Option<Vec<String>>,
     pub disk: Option<Vec<String>>,
+    /// The guest names disks in the reverse of their creation order.
+    pub disk_reversed: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -138,6 +138,10 @@ pub struct RawQemu {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RawQemuDevice {
     pub args: Vec<S<String>>,
+    /// Disks: the guest names them in the reverse of the order they are
+    /// created (virtio-mmio on virt), so kmatrix creates them reversed.
+    #[serde(default)]
+    pub reversed: bool,
 }
 
 #[derive(Debug, Deserialize)]

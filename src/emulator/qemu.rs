@@ -162,7 +162,12 @@ fn lab_args(q: &Qemu, i: &BootInputs) -> Vec<String> {
         out.extend(fill(t, &[("hostfwd", hostfwd)]));
     }
     if let Some(t) = &q.disk {
-        for (n, d) in i.disks.iter().enumerate() {
+        // Created so that the first disk is the guest's /dev/vda.
+        let mut disks: Vec<(usize, &super::Disk)> = i.disks.iter().enumerate().collect();
+        if q.disk_reversed {
+            disks.reverse();
+        }
+        for (n, d) in disks {
             let readonly = if d.readonly { ",readonly=on".to_string() } else { String::new() };
             out.extend(fill(t, &[("id", format!("kmxdisk{n}")), ("file", opt(&d.file.display().to_string())), ("format", d.format.clone()), ("readonly", readonly)]));
         }

@@ -1,7 +1,9 @@
 //! Disk roots: kmatrix's userland (init, busybox, init scripts) as an ext4
 //! image, made without mounting or root privileges (`mke2fs -d` copies a
-//! staged directory), cached by content; and the qcow2 overlay a boot
-//! writes to, so the image itself is never changed by a boot.
+//! staged directory), cached by content; the qcow2 overlay a boot writes
+//! to, so the image itself is never changed by a boot; and conf disks, the
+//! small read-only disks that carry a boot's configuration to an init that
+//! has no initramfs (a disk root, a restored snapshot).
 
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -99,8 +101,13 @@ pub fn is_qcow2(file: &Path) -> bool {
     std::fs::File::open(file).and_then(|mut f| f.read_exact(&mut magic)).is_ok() && &magic == b"QFI\xfb"
 }
 
-/// The configuration as the kernel command line carries it.
-pub fn conf_param(conf: &str) -> String {
-    use base64::Engine;
-    format!("kmatrix.conf={}", base64::engine::general_purpose::STANDARD_NO_PAD.encode(conf))
+/// A conf disk's bytes: the init's configuration in one 4 KiB block,
+/// marked so the init finds it among the block devices (`/dev/vd*`).
+pub fn conf_disk(conf: &str) -> Result<Vec<u8>> {
+    let mut b = format!("KMATRIX-CONF\n{conf}").into_bytes();
+    if b.len() >= 4096 {
+        return Err(Error::Usage(format!("the guest configuration ({} bytes with its commands) does not fit a 4 KiB conf disk", b.len())));
+    }
+    b.resize(4096, 0);
+    Ok(b)
 }

@@ -5,8 +5,8 @@
  * requested commands (through /bin/sh when the rootfs has one, else split on
  * spaces and exec'd directly), reports each exit status, and ends the machine
  * the board's way. Its configuration is /kmatrix.conf, written by kmatrix
- * into the initramfs, or, for a disk root, base64 in the kernel command line
- * (`kmatrix.conf=<base64>`, so one image serves every boot):
+ * into the initramfs, or, for a disk root, on a conf disk (below), so one
+ * image serves every boot:
  *
  *   nonce=<hex>          printed with every marker, so no stale or echoed
  *                        text can pass for this boot's marker
@@ -290,93 +290,6 @@ static void lab_setup(void)
 	fflush(stdout);
 }
 
-static int b64(int c)
-{
-	if (c >= 'A' && c <= 'Z') return c - 'A';
-	if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-	if (c >= '0' && c <= '9') return c - '0' + 52;
-	if (c == '+') return 62;
-	if (c == '/') return 63;
-	return -1;
-}
-
-/* `kmatrix.conf=<base64>` from /proc/cmdline, decoded into `out`. */
-static int conf_from_cmdline(char *out, size_t size)
-{
-	static char cmdline[8192];
-	int fd = open("/proc/cmdline", O_RDONLY);
-	ssize_t n;
-	char *p;
-	size_t len = 0;
-	unsigned acc = 0;
-	int bits = 0;
-
-	if (fd < 0)
-		return 0;
-	n = read(fd, cmdline, sizeof cmdline - 1);
-	close(fd);
-	if (n <= 0)
-		return 0;
-	cmdline[n] = 0;
-	p = strstr(cmdline, "kmatrix.conf=");
-	if (!p)
-		return 0;
-	for (p += 13; *p && b64(*p) >= 0 && len < size - 1; p++) {
-		acc = (acc << 6) | b64(*p);
-		bits += 6;
-		if (bits >= 8) {
-			bits -= 8;
-			out[len++] = (acc >> bits) & 0xff;
-		}
-	}
-	out[len] = 0;
-	return len > 0;
-}
-
-static void load_config(void)
-{
-	static char text[65536];
-	int fd = open("/kmatrix.conf", O_RDONLY);
-	ssize_t n;
-
-	if (fd < 0) {
-		if (conf_from_cmdline(text, sizeof text))
-			parse_config(text);
-		return;
-	}
-	n = read(fd, text, sizeof text - 1);
-	close(fd);
-	if (n > 0) {
-		text[n] = 0;
-		parse_config(text);
-	}
-}
-
-/* The host's configuration file through `m5 readfile`; 0 when there is none. */
-static int load_readfile(void)
-{
-	static char text[65536];
-	unsigned long got = 0, n;
-
-	if (!HAVE_M5OPS)
-		return 0;
-	/* gem5 writes through the guest's page tables: fault the pages in. */
-	memset(text, 0, sizeof text);
-	do {
-		M5OP(0x50, (unsigned long)(text + got), sizeof text - 1 - got, got, n);
-		got += n;
-	} while (n > 0 && got < sizeof text - 1);
-	if (!got)
-		return 0;
-	text[got] = 0;
-	for (int i = 0; i < ncmds; i++)
-		free(cmds[i]);
-	ncmds = 0;
-	want_checkpoint = 0;
-	parse_config(text);
-	return 1;
-}
-
 /*
  * A configuration newer than `gen` on a conf disk, read with O_DIRECT so
  * the page cache never hands back what an earlier read saw (the host
@@ -414,6 +327,50 @@ static int newer_conf_disk(void)
 		return 1;
 	}
 	return 0;
+}
+
+static void load_config(void)
+{
+	static char text[65536];
+	int fd = open("/kmatrix.conf", O_RDONLY);
+	ssize_t n;
+
+	if (fd < 0) {
+		/* A disk root: the configuration is on a conf disk. */
+		newer_conf_disk();
+		return;
+	}
+	n = read(fd, text, sizeof text - 1);
+	close(fd);
+	if (n > 0) {
+		text[n] = 0;
+		parse_config(text);
+	}
+}
+
+/* The host's configuration file through `m5 readfile`; 0 when there is none. */
+static int load_readfile(void)
+{
+	static char text[65536];
+	unsigned long got = 0, n;
+
+	if (!HAVE_M5OPS)
+		return 0;
+	/* gem5 writes through the guest's page tables: fault the pages in. */
+	memset(text, 0, sizeof text);
+	do {
+		M5OP(0x50, (unsigned long)(text + got), sizeof text - 1 - got, got, n);
+		got += n;
+	} while (n > 0 && got < sizeof text - 1);
+	if (!got)
+		return 0;
+	text[got] = 0;
+	for (int i = 0; i < ncmds; i++)
+		free(cmds[i]);
+	ncmds = 0;
+	want_checkpoint = 0;
+	parse_config(text);
+	return 1;
 }
 
 static void m5_exit(void)
