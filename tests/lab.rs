@@ -15,15 +15,17 @@ use std::time::{Duration, Instant};
 
 static BUILD_LOCK: Mutex<()> = Mutex::new(());
 
-/// Guest commands: busybox's where Debian has a busybox for the arch, else
-/// the tools kmatrix's init carries (`/init kmx ...`; big-endian mips64).
+/// Guest commands: busybox's where Debian has a busybox for the arch (the
+/// arch descriptor names a Debian arch), else the tools kmatrix's init
+/// carries (`/init kmx ...`; big-endian mips64).
 struct Tools {
     busybox: bool,
 }
 
 impl Tools {
     fn of(arch: &str) -> Tools {
-        Tools { busybox: arch != "mips64" }
+        let reg = kmatrix::descriptor::load(&kmatrix::descriptor::Layers::default()).unwrap_or_else(|_| panic!("shipped descriptors load"));
+        Tools { busybox: reg.arch(arch).unwrap_or_else(|| panic!("arch {arch}")).debian_arch.is_some() }
     }
     fn cat(&self, f: &str) -> String {
         if self.busybox { format!("cat {f}") } else { format!("/init kmx cat {f}") }
