@@ -69,10 +69,13 @@ fn poll_forward(port: u16, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Opt
     std::thread::spawn(move || {
         let start = Instant::now();
         while !stop.load(Ordering::SeqCst) && start.elapsed() < Duration::from_secs(300) {
-            // slirp accepts on the host side before the guest listens: a
-            // connection that reads nothing is retried.
+            // slirp accepts on the host side before the guest listens, and
+            // closes it when the guest refuses: a connection that ends with
+            // nothing is retried. One that is merely slow is never dropped:
+            // slirp retries its SYN, and the guest's one-shot listener may
+            // accept it later (a 2 s timeout lost the answer on mips64el).
             if let Ok(mut c) = TcpStream::connect(("127.0.0.1", port)) {
-                let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
+                let _ = c.set_read_timeout(Some(Duration::from_secs(120)));
                 let mut s = String::new();
                 let _ = c.read_to_string(&mut s);
                 if s.contains("guest-listens") {

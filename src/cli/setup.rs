@@ -67,6 +67,12 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     if !pkgs.is_empty() {
         let mut argv = sudo();
         argv.extend(["apt-get", "install", "-y", "-q", "--no-install-recommends"].map(String::from));
+        if let Some(pin) = qemu_utils_pin(&pkgs) {
+            println!("qemu-utils is at another version than the qemu-system packages apt will install: pinning {pin}");
+            pkgs.retain(|p| p != "qemu-utils");
+            pkgs.push(pin);
+            argv.push("--allow-downgrades".into());
+        }
         argv.extend(pkgs.iter().cloned());
         run_cmd(&argv, a.dry_run)?;
     } else {
@@ -85,4 +91,26 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         }
     }
     Ok(exit::OK)
+}
+
+/// QEMU's packages must share one version: a machine image with a newer
+/// qemu-utils (seen: 10.0.2 from bookworm-backports with no backports
+/// source) makes apt refuse Debian 12's qemu-system-* ("Breaks"). Returns
+/// `qemu-utils=<qemu-system's candidate>` when a qemu-system package is to
+/// be installed and the installed qemu-utils is at another version.
+fn qemu_utils_pin(pkgs: &[String]) -> Option<String> {
+    if !pkgs.iter().any(|p| p.starts_with("qemu-system-")) {
+        return None;
+    }
+    let out = Command::new("apt-cache").args(["policy", "qemu-system-common"]).output().ok()?;
+    let policy = String::from_utf8_lossy(&out.stdout);
+    let candidate = policy.lines().find_map(|l| l.trim().strip_prefix("Candidate:")).map(str::trim)?;
+    if candidate == "(none)" {
+        return None;
+    }
+    let installed = Command::new("dpkg-query").args(["-W", "-f=${Version}", "qemu-utils"]).output().ok().filter(|o| o.status.success()).map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    match installed {
+        Some(v) if v != candidate => Some(format!("qemu-utils={candidate}")),
+        _ => None,
+    }
 }
