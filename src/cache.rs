@@ -96,6 +96,32 @@ impl Cache {
         Ok(EntryLock { _file: file, waited })
     }
 
+    /// A file made once per content key: `<kind>/<key16>/<file>`. The
+    /// first caller (under the entry's lock) runs `make` with a temporary
+    /// path in that directory and the file is renamed into place, so a
+    /// concurrent or killed maker never leaves a partial one behind.
+    pub fn artifact(&self, kind: &str, key: &str, file: &str, make: &dyn Fn(&Path) -> Result<()>) -> Result<PathBuf> {
+        let short = &key[..key.len().min(16)];
+        let dir = self.dir(kind)?.join(short);
+        let out = dir.join(file);
+        if out.is_file() {
+            return Ok(out);
+        }
+        let _lock = self.lock(&format!("{kind}/{short}"), &|_| {})?;
+        if out.is_file() {
+            return Ok(out);
+        }
+        std::fs::create_dir_all(&dir).map_err(Error::io(format!("cannot create {}", dir.display())))?;
+        let tmp = dir.join(format!("{file}.tmp.{}", std::process::id()));
+        let r = make(&tmp);
+        if r.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        r?;
+        std::fs::rename(&tmp, &out).map_err(Error::io(format!("cannot write {}", out.display())))?;
+        Ok(out)
+    }
+
     /// The lock if nobody holds it now (`cache gc` skips entries in use).
     pub fn try_lock(&self, entry: &str) -> Result<Option<EntryLock>> {
         let (file, path) = self.lock_file(entry)?;

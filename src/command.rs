@@ -14,11 +14,15 @@ pub struct CommandSpec {
     /// Variables set on top of the inherited environment.
     pub env: Vec<(String, String)>,
     pub cwd: Option<PathBuf>,
+    /// The child's umask, for programs that create sockets and files only
+    /// kmatrix's user may open (QEMU's QMP socket, its console files).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub umask: Option<u32>,
 }
 
 impl CommandSpec {
     pub fn new(program: impl Into<String>) -> Self {
-        CommandSpec { program: program.into(), args: Vec::new(), env: Vec::new(), cwd: None }
+        CommandSpec { program: program.into(), args: Vec::new(), env: Vec::new(), cwd: None, umask: None }
     }
 
     pub fn arg(mut self, a: impl Into<String>) -> Self {
@@ -41,6 +45,11 @@ impl CommandSpec {
         self
     }
 
+    pub fn umask(mut self, mask: u32) -> Self {
+        self.umask = Some(mask);
+        self
+    }
+
     pub fn to_command(&self) -> std::process::Command {
         let mut c = std::process::Command::new(&self.program);
         c.args(&self.args);
@@ -49,6 +58,16 @@ impl CommandSpec {
         }
         if let Some(d) = &self.cwd {
             c.current_dir(d);
+        }
+        if let Some(mask) = self.umask {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: umask is async-signal-safe and changes only the child.
+            unsafe {
+                c.pre_exec(move || {
+                    libc::umask(mask as libc::mode_t);
+                    Ok(())
+                });
+            }
         }
         c
     }
@@ -82,6 +101,12 @@ impl fmt::Display for CommandSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn umask_reaches_the_child() {
+        let out = CommandSpec::new("sh").args(["-c", "umask"]).umask(0o077).to_command().output().expect("sh runs");
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "0077");
+    }
 
     #[test]
     fn display_quotes_only_when_needed() {

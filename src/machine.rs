@@ -176,6 +176,8 @@ pub struct BootOptions {
     pub restore: Option<PathBuf>,
     /// The lab devices, disk root and snapshots.
     pub lab: Lab,
+    /// Count guest instructions to the marker and to the end.
+    pub count_insns: bool,
 }
 
 /// What a boot asks of the lab (`--share`, `--net`, `--disk`, `--rootfs`,
@@ -205,6 +207,8 @@ pub struct PreparedBoot {
     pub explain: crate::emulator::Explain,
     /// Saves the machine when the init waits for it (`--snapshot-save`).
     pub at_snapshot: Option<crate::boot::SnapshotHook>,
+    /// Where the instruction counts appear (`count_insns`).
+    pub insns_log: Option<PathBuf>,
 }
 
 /// Writes the initramfs for this boot into `run_dir` and renders the
@@ -276,6 +280,12 @@ pub fn prepare_boot(
     if embedded && (!o.lab.shares.is_empty() || o.lab.net.is_some() || o.lab.rootfs.is_some()) {
         return refuse("lab setup: its initramfs is linked into the kernel");
     }
+    if o.count_insns && !f.insn_count {
+        return refuse("instruction counter (--count-insns: QEMU's TCG plugin; gem5's statistics are not read yet)");
+    }
+    if o.count_insns && o.interactive {
+        return Err(Error::Usage("--count-insns counts a non-interactive boot (--check or --cmd): the counts are read when the emulator exits".into()));
+    }
     if o.lab.rootfs.is_some() && !f.disks {
         return refuse("disk root (--rootfs): its descriptor has no [qemu.disk]");
     }
@@ -285,6 +295,9 @@ pub fn prepare_boot(
     let mut disks = o.lab.disks.clone();
     let mut append = o.append.clone();
     let (snapshot, at_snapshot) = snapshots(cache, board, manifest, o, &conf, run_dir, &mut disks)?;
+    // The init whose marker function ends "to the marker" (a disk root
+    // carries its own: only the total is counted).
+    let mut marker_init: Option<PathBuf> = None;
     let initrd = if let Some(img) = &o.lab.rootfs {
         // The image stays as it is: the boot writes to an overlay. The
         // configuration rides on the command line (one image, any boot).
@@ -311,6 +324,7 @@ pub fn prepare_boot(
         };
         let spec = image::Spec { init: init_bin, busybox: bb.clone(), conf: conf.clone(), modules: o.modules.clone() };
         image::write(&spec, &initrd, true)?;
+        marker_init = Some(spec.init.clone());
         Some(initrd)
     };
     let staged = backend.prepare(&crate::emulator::Prepare {
@@ -330,6 +344,20 @@ pub fn prepare_boot(
         // busybox init reads /etc/inittab: rcS, then a respawning shell.
         append.push("rdinit=/sbin/init".into());
     }
+    let insns = if o.count_insns {
+        let plugin = crate::emulator::insns::plugin(cache)?;
+        let marker = match &marker_init {
+            Some(p) => crate::emulator::insns::marker_address(p)?,
+            None => None,
+        };
+        if marker.is_none() {
+            say(&format!("counting instructions to the end only: the init has no {}", crate::emulator::insns::MARKER_SYMBOL));
+        }
+        Some(crate::emulator::insns::Counting { plugin, marker, log: run_dir.join("insns.log") })
+    } else {
+        None
+    };
+    let insns_log = insns.as_ref().map(|n| n.log.clone());
     let inputs = crate::emulator::BootInputs {
         // A build shared by several boards records the first one's image
         // (QEMU virt's Image); this board may want another (gem5's vmlinux).
@@ -355,6 +383,7 @@ pub fn prepare_boot(
         net: o.lab.net.clone(),
         disks,
         snapshot,
+        insns,
     };
     Ok(PreparedBoot {
         command: backend.command(board, &inputs),
@@ -363,6 +392,7 @@ pub fn prepare_boot(
         console_file: backend.console_file(run_dir),
         explain: backend.explainer(),
         at_snapshot,
+        insns_log,
     })
 }
 

@@ -285,3 +285,63 @@ fn module_loads_from_a_share() {
     assert_eq!(out.status.code(), Some(0), "{s}");
     assert!(s.contains("kmx_share loaded from the share"), "{s}");
 }
+
+/// Guest instruction counts through kmatrix's TCG plugin: twice to the
+/// boot marker and to the end, with the spread printed (TCG without
+/// -icount follows the host's timing, so the counts are close, not equal).
+fn insns(arch: &str) {
+    {
+        let _g = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        assert_eq!(kmatrix(&["build", "--arch", arch, "--profile", "debug"]).status.code(), Some(0));
+    }
+    let count = || {
+        let out = kmatrix(&["boot", "--arch", arch, "--profile", "debug", "--count-insns"]);
+        let s = String::from_utf8_lossy(&out.stdout).to_string();
+        assert_eq!(out.status.code(), Some(0), "{s}");
+        let line = s.lines().find(|l| l.starts_with("instructions: ")).unwrap_or_else(|| panic!("no counts: {s}"));
+        let num = |after: &str| -> u64 {
+            let rest = &line[line.find(after).unwrap_or_else(|| panic!("{line}")) + after.len()..];
+            rest.split(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap_or_else(|_| panic!("no number after {after:?}: {line}"))
+        };
+        (num("to the marker "), num("to the end "))
+    };
+    let (m1, e1) = count();
+    let (m2, e2) = count();
+    for (m, e) in [(m1, e1), (m2, e2)] {
+        // A kernel boot is hundreds of millions of instructions; the end
+        // comes after the marker (the commands, the power-off).
+        assert!(m > 10_000_000 && e > m, "implausible counts: marker {m}, end {e}");
+    }
+    let spread = (m1.abs_diff(m2)) as f64 / m1.min(m2) as f64 * 100.0;
+    eprintln!("INSNS {arch}: to the marker {m1} and {m2} (spread {spread:.2}%), to the end {e1} and {e2}");
+}
+
+#[test]
+#[cfg_attr(not(kmatrix_real), ignore = "needs real compilers and QEMU: set KMATRIX_TEST_REAL=1 (CI does)")]
+fn insns_x86_64() {
+    insns("x86_64");
+}
+
+#[test]
+#[cfg_attr(not(kmatrix_real), ignore = "needs real compilers and QEMU: set KMATRIX_TEST_REAL=1 (CI does)")]
+fn insns_aarch64() {
+    insns("aarch64");
+}
+
+#[test]
+#[cfg_attr(not(kmatrix_real), ignore = "needs real compilers and QEMU: set KMATRIX_TEST_REAL=1 (CI does)")]
+fn insns_arm_versatilepb() {
+    insns("arm");
+}
+
+#[test]
+#[cfg_attr(not(kmatrix_real), ignore = "needs real compilers and QEMU: set KMATRIX_TEST_REAL=1 (CI does)")]
+fn insns_mips64() {
+    insns("mips64");
+}
+
+#[test]
+#[cfg_attr(not(kmatrix_real), ignore = "needs real compilers and QEMU: set KMATRIX_TEST_REAL=1 (CI does)")]
+fn insns_mips64el() {
+    insns("mips64el");
+}

@@ -64,6 +64,10 @@ pub struct Args {
     /// Put a kernel module into the initramfs (/lib/modules/<name>; repeatable).
     #[arg(long = "module", value_name = "FILE.ko")]
     pub modules: Vec<PathBuf>,
+    /// Count the guest instructions executed until the boot marker and
+    /// until the emulator exits (QEMU: a TCG plugin kmatrix builds).
+    #[arg(long)]
+    pub count_insns: bool,
     /// gem5: take a checkpoint right after the boot marker, into DIR.
     #[arg(long, value_name = "DIR", conflicts_with = "restore")]
     pub checkpoint: Option<PathBuf>,
@@ -83,7 +87,7 @@ pub fn run(ctx: &Ctx, mut a: Args) -> Result<i32> {
     let board = select_board(&reg, a.build.arch.as_deref(), a.build.board.as_deref())?;
     let mut opts = a.build.options()?;
     opts.work = crate::preflight::Work::Boot;
-    let interactive = !a.check && a.cmds.is_empty();
+    let interactive = !a.check && a.cmds.is_empty() && !a.count_insns;
     let backend = crate::emulator::of(board);
     let install = backend.locate(&|k: &str, v: &str| ctx.built(k, v))?;
     // Pre-flight for the shell: an interactive boot needs busybox (found or
@@ -124,6 +128,7 @@ pub fn run(ctx: &Ctx, mut a: Args) -> Result<i32> {
         checkpoint,
         restore,
         lab,
+        count_insns: a.count_insns,
     };
     let prepared = machine::prepare_boot(&ctx.cache, &reg, board, &opts.toolchain, &manifest, &bopts, &run_dir, &say)?;
     let (cmd, nonce) = (prepared.command, prepared.nonce);
@@ -150,6 +155,11 @@ pub fn run(ctx: &Ctx, mut a: Args) -> Result<i32> {
     let r = boot::run(&BootSpec { command: cmd, nonce, timeout, no_output_timeout: no_output, log: run_dir.join("console.log"), echo: a.console, console_file: prepared.console_file.clone(), cmds: a.cmds.len(), log_limit: a.console_log_limit << 20, explain: prepared.explain, at_snapshot: prepared.at_snapshot })?;
 
     print_result(&r, &a.cmds, &board.id);
+    if let Some(log) = &prepared.insns_log {
+        let c = crate::emulator::insns::read(log);
+        let n = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_else(|| "-".into());
+        println!("instructions: to the marker {}, to the end {} ({})", n(c.to_marker), n(c.total), log.display());
+    }
     Ok(if r.outcome.passed() { exit::OK } else { exit::KERNEL_FAILURE })
 }
 

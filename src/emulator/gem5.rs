@@ -61,7 +61,8 @@ impl Backend for Gem5 {
     }
 
     fn features(&self) -> Features {
-        Features { checkpoints: true, shares: false, net: false, disks: false, snapshots: false }
+        // Instruction counts would come from its stats (simInsts); not read yet.
+        Features { checkpoints: true, shares: false, net: false, disks: false, snapshots: false, insn_count: false }
     }
 
     fn locate(&self, built: &Finder) -> Result<Option<Install>> {

@@ -14,6 +14,7 @@
 //! golden-tested per board and printed by `kmatrix show`.
 
 pub mod gem5;
+pub mod insns;
 pub mod qemu;
 pub mod qmp;
 
@@ -59,6 +60,8 @@ pub struct BootInputs {
     pub disks: Vec<Disk>,
     /// Machine snapshots (QEMU): where they are kept and the monitor socket.
     pub snapshot: Option<Snapshot>,
+    /// Count guest instructions (backends with `features().insn_count`).
+    pub insns: Option<insns::Counting>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,6 +131,8 @@ pub struct Features {
     pub disks: bool,
     /// Save a running machine by name and start later boots from it.
     pub snapshots: bool,
+    /// Count the guest's instructions (`--count-insns`).
+    pub insn_count: bool,
 }
 
 /// How a debugger finds the emulator's gdb stub.

@@ -27,7 +27,7 @@ impl Backend for Qemu {
         // Snapshots (over QMP) are QEMU's counterpart of gem5's checkpoints;
         // a diskless guest's state goes to a scratch qcow2 and its
         // configuration comes from a conf disk, so they need [qemu.disk].
-        Features { checkpoints: false, shares: self.share.is_some(), net: self.net.is_some(), disks: self.disk.is_some(), snapshots: self.disk.is_some() }
+        Features { checkpoints: false, shares: self.share.is_some(), net: self.net.is_some(), disks: self.disk.is_some(), snapshots: self.disk.is_some(), insn_count: true }
     }
 
     fn locate(&self, _built: &Finder) -> Result<Option<Install>> {
@@ -92,13 +92,25 @@ impl Backend for Qemu {
         }
         c = c.args(lab_args(q, i));
         if let Some(s) = &i.snapshot {
-            // The monitor on a unix socket only, never TCP.
+            // The monitor on a unix socket only, never TCP, and only for
+            // this user: umask 077 makes QEMU create it srwx------ (a
+            // socket's x bit means nothing; 0177 would also strip x from
+            // directories a guest makes in a 9p share).
+            c = c.umask(0o077);
             c = c.args(["-qmp".to_string(), format!("unix:{},server=on,wait=off", opt(&s.qmp.display().to_string()))]);
             // No guest device: only a place for savevm to put the state.
             c = c.args(["-drive".to_string(), format!("if=none,id=kmxvmstate,file={},format=qcow2", opt(&s.store.display().to_string()))]);
             if let Some(name) = &s.load {
                 c = c.args(["-loadvm", name]);
             }
+        }
+        if let Some(n) = &i.insns {
+            // QEMU prints plugin output only with `-d plugin`, into -D's file.
+            let mut plugin = opt(&n.plugin.display().to_string());
+            if let Some(a) = n.marker {
+                plugin.push_str(&format!(",marker={a:#x}"));
+            }
+            c = c.args(["-plugin".to_string(), plugin, "-d".into(), "plugin".into(), "-D".into(), n.log.display().to_string()]);
         }
         c.args(q.extra_args.iter().cloned()).args(i.extra_args.iter().cloned())
     }

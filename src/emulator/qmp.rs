@@ -26,6 +26,12 @@ impl Qmp {
                 Err(_) => std::thread::sleep(Duration::from_millis(100)),
             }
         };
+        // QEMU made it srwx------ (its umask); the socket is read and
+        // written, never executed.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+        }
         // savevm of a 512 MiB guest takes seconds; a stuck QEMU must not hang kmatrix.
         stream.set_read_timeout(Some(Duration::from_secs(300))).map_err(|e| e.to_string())?;
         let writer = stream.try_clone().map_err(|e| e.to_string())?;

@@ -128,7 +128,9 @@ pub fn run(
         dir: opts.dir.clone(),
         cells: plan.cells.len(),
         to_run: pending.iter().filter(|c| c.state == CellState::Pending).count(),
-        builds: plan.builds.len(),
+        // Only the builds some runnable cell needs (a gem5 board that is
+        // not built skips, and its kernel is not built for it).
+        builds: plan.builds.iter().filter(|u| u.cells.iter().any(|id| pending.iter().any(|c| &c.id == id && c.state == CellState::Pending))).count(),
         jobs: opts.jobs,
     });
     for c in &pending {
