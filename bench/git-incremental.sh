@@ -16,7 +16,9 @@ cd "$work"
 tar -xf /usr/src/linux-source-6.1.tar.xz
 tree=$work/linux-source-6.1
 git -C "$tree" init -q
-git -C "$tree" add -A
+# -f: Debian's linux-source .gitignore ignores everything at the top level
+# ("/*", for its packaging repository).
+git -C "$tree" add -A -f
 git -C "$tree" -c user.name=bench -c user.email=bench@example.org commit -qm "linux-source-6.1 as shipped"
 cat > matrix.toml <<TOML
 boards = ["$BOARD"]

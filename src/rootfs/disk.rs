@@ -17,40 +17,30 @@ use crate::error::{Error, Result};
 
 /// Builds (or finds in the cache) the ext4 root image of `spec`'s userland.
 pub fn build(cache: &Cache, spec: &image::Spec, size_mib: u64) -> Result<PathBuf> {
-    // No /kmatrix.conf in the image: each boot passes its own on the kernel
-    // command line, so one image serves every boot.
+    // No /kmatrix.conf in the image: each boot brings its own on a conf
+    // disk, so one image serves every boot.
     let entries = image::entries(spec, false)?;
     let mut h = Sha256::new();
     h.update(format!("{entries:?}\0{size_mib}").as_bytes());
     let key = hex::encode(h.finalize());
-    let dir = cache.dir("rootfs")?.join(&key[..16]);
-    let out = dir.join("root.ext4");
-    if out.is_file() {
-        return Ok(out);
-    }
-    let _lock = cache.lock(&format!("rootfs/{}", &key[..16]), &|_| {})?;
-    if out.is_file() {
-        return Ok(out);
-    }
-    std::fs::create_dir_all(&dir).map_err(Error::io(format!("cannot create {}", dir.display())))?;
-    let stage = tempfile::Builder::new().prefix("stage").tempdir_in(&dir).map_err(Error::io("cannot make a staging directory"))?;
-    for e in &entries {
-        stage_entry(stage.path(), e)?;
-    }
-    let tmp = dir.join(format!("root.ext4.tmp{}", std::process::id()));
-    let _ = std::fs::remove_file(&tmp);
-    let cmd = CommandSpec::new("mke2fs")
-        .args(["-q", "-F", "-t", "ext4", "-L", "kmatrix-root", "-E", "root_owner=0:0", "-d"])
-        .arg(stage.path().display().to_string())
-        .arg(tmp.display().to_string())
-        .arg(format!("{size_mib}M"));
-    let res = crate::process::output_spec(&cmd).map_err(|e| e.with_package("e2fsprogs"))?;
-    if !res.success() {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(Error::Infra(format!("`{cmd}` failed: {}", String::from_utf8_lossy(&res.stderr).trim())));
-    }
-    std::fs::rename(&tmp, &out).map_err(Error::io(format!("cannot write {}", out.display())))?;
-    Ok(out)
+    cache.artifact("rootfs", &key, "root.ext4", &|tmp| {
+        let dir = tmp.parent().unwrap_or(Path::new("."));
+        let stage = tempfile::Builder::new().prefix("stage").tempdir_in(dir).map_err(Error::io("cannot make a staging directory"))?;
+        for e in &entries {
+            stage_entry(stage.path(), e)?;
+        }
+        let _ = std::fs::remove_file(tmp);
+        let cmd = CommandSpec::new("mke2fs")
+            .args(["-q", "-F", "-t", "ext4", "-L", "kmatrix-root", "-E", "root_owner=0:0", "-d"])
+            .arg(stage.path().display().to_string())
+            .arg(tmp.display().to_string())
+            .arg(format!("{size_mib}M"));
+        let res = crate::process::output_spec(&cmd).map_err(|e| e.with_package("e2fsprogs"))?;
+        if !res.success() {
+            return Err(Error::Infra(format!("`{cmd}` failed: {}", String::from_utf8_lossy(&res.stderr).trim())));
+        }
+        Ok(())
+    })
 }
 
 /// Writes one entry under `root`. Device nodes are left out (making them
