@@ -283,6 +283,13 @@ pub fn prepare_boot(
     if o.count_insns && !f.insn_count {
         return refuse("instruction counter (--count-insns: QEMU's TCG plugin; gem5's statistics are not read yet)");
     }
+    if o.count_insns && o.smp.is_some_and(|n| n > 1) {
+        // One counter for all vCPUs, added to without atomics.
+        return Err(Error::Usage("--count-insns counts one vCPU: drop --smp".into()));
+    }
+    if o.count_insns && o.emu_args.iter().any(|a| a == "-d" || a == "-D" || a == "-plugin") {
+        return Err(Error::Usage("--count-insns sets QEMU's -plugin, -d and -D itself: drop them from --emu-arg".into()));
+    }
     if o.count_insns && o.interactive {
         return Err(Error::Usage("--count-insns counts a non-interactive boot (--check or --cmd): the counts are read when the emulator exits".into()));
     }

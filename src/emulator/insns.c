@@ -7,7 +7,11 @@
  * qemu-plugin.h, so the few declarations of the (stable, version 1) plugin
  * API used here are written out below. QEMU 7.2 accepts API versions 0..1.
  *
- * Arguments (-plugin insns.so,marker=0xADDR): marker is optional.
+ * Arguments (-plugin file=insns.so,marker=0xADDR,bytes=HEX): both
+ * optional. A guest address alone is ambiguous (a decompressor running with
+ * the MMU off, or another process, may execute the same virtual address),
+ * so the instruction bytes there must also match the marker function's
+ * first bytes, as far as the translation block holds them.
  * Output, through qemu_plugin_outs (so QEMU needs -d plugin -D FILE):
  *   kmx-insns marker N     once, when the marker address first executes
  *   kmx-insns total N      at exit
@@ -34,6 +38,8 @@ void qemu_plugin_register_vcpu_tb_trans_cb(qemu_plugin_id_t id, void (*cb)(qemu_
 size_t qemu_plugin_tb_n_insns(const struct qemu_plugin_tb *tb);
 struct qemu_plugin_insn *qemu_plugin_tb_get_insn(const struct qemu_plugin_tb *tb, size_t idx);
 uint64_t qemu_plugin_insn_vaddr(const struct qemu_plugin_insn *insn);
+const void *qemu_plugin_insn_data(const struct qemu_plugin_insn *insn);
+size_t qemu_plugin_insn_size(const struct qemu_plugin_insn *insn);
 void qemu_plugin_register_vcpu_tb_exec_inline(struct qemu_plugin_tb *tb, enum qemu_plugin_op op, void *ptr, uint64_t imm);
 void qemu_plugin_register_vcpu_insn_exec_cb(struct qemu_plugin_insn *insn, void (*cb)(unsigned int vcpu, void *udata), enum qemu_plugin_cb_flags flags, void *udata);
 void qemu_plugin_register_atexit_cb(qemu_plugin_id_t id, void (*cb)(qemu_plugin_id_t, void *), void *udata);
@@ -44,6 +50,24 @@ EXPORT int qemu_plugin_version = 1;
 static uint64_t count;
 static uint64_t marker;
 static int have_marker, marker_seen;
+static unsigned char want[32];
+static size_t nwant;
+
+/* Do the instructions from insn idx on start with the marker's bytes? */
+static int bytes_match(struct qemu_plugin_tb *tb, size_t idx, size_t n)
+{
+	size_t at = 0;
+
+	for (size_t i = idx; i < n && at < nwant; i++) {
+		struct qemu_plugin_insn *insn = qemu_plugin_tb_get_insn(tb, i);
+		const unsigned char *d = qemu_plugin_insn_data(insn);
+		size_t sz = qemu_plugin_insn_size(insn);
+		for (size_t k = 0; k < sz && at < nwant; k++, at++)
+			if (d[k] != want[at])
+				return 0;
+	}
+	return 1;
+}
 
 static void at_marker(unsigned int vcpu, void *udata)
 {
@@ -68,7 +92,7 @@ static void translated(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
 		return;
 	for (size_t i = 0; i < n; i++) {
 		struct qemu_plugin_insn *insn = qemu_plugin_tb_get_insn(tb, i);
-		if (qemu_plugin_insn_vaddr(insn) == marker)
+		if (qemu_plugin_insn_vaddr(insn) == marker && bytes_match(tb, i, n))
 			qemu_plugin_register_vcpu_insn_exec_cb(insn, at_marker, QEMU_PLUGIN_CB_NO_REGS, 0);
 	}
 }
@@ -90,6 +114,12 @@ EXPORT int qemu_plugin_install(qemu_plugin_id_t id, const void *info, int argc, 
 		if (!strncmp(argv[i], "marker=", 7)) {
 			marker = strtoull(argv[i] + 7, 0, 0);
 			have_marker = 1;
+		} else if (!strncmp(argv[i], "bytes=", 6)) {
+			const char *h = argv[i] + 6;
+			for (nwant = 0; h[0] && h[1] && nwant < sizeof want; h += 2) {
+				char two[3] = { h[0], h[1], 0 };
+				want[nwant++] = (unsigned char)strtoul(two, 0, 16);
+			}
 		} else {
 			fprintf(stderr, "kmatrix insns plugin: unknown argument %s\n", argv[i]);
 			return -1;

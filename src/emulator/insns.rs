@@ -22,12 +22,21 @@ pub const MARKER_SYMBOL: &str = "kmx_marker_reached";
 pub struct Counting {
     /// The plugin (shared object) to load.
     pub plugin: PathBuf,
-    /// Guest virtual address whose first execution ends "to the marker";
-    /// None for an init without the symbol (`--init`, a disk root built
-    /// from another init).
-    pub marker: Option<u64>,
+    /// Guest virtual address whose first execution ends "to the marker",
+    /// with the instruction bytes found there; None for an init without
+    /// the symbol (`--init`, a disk root built from another init).
+    pub marker: Option<Marker>,
     /// Where the emulator writes the counts.
     pub log: PathBuf,
+}
+
+/// Where the marker function is, and how it starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Marker {
+    pub address: u64,
+    /// Its first bytes (at most 16): the same address may run other code
+    /// (a decompressor before paging, another process).
+    pub bytes: Vec<u8>,
 }
 
 /// The counts of one boot.
@@ -60,8 +69,9 @@ pub fn plugin(cache: &Cache) -> Result<PathBuf> {
         std::fs::write(&src, PLUGIN_C).map_err(Error::io(format!("cannot write {}", src.display())))?;
         let mut cmd = tool.to_command();
         cmd.args(["-shared", "-fPIC", "-O2", "-o"]).arg(tmp).arg(&src);
-        let out = crate::process::output(cmd, &cc.display().to_string()).map_err(|e| e.with_package("gcc"))?;
+        let out = crate::process::output(cmd, &cc.display().to_string()).map_err(|e| e.with_package("gcc"));
         let _ = std::fs::remove_file(&src);
+        let out = out?;
         if !out.success() {
             return Err(Error::Infra(format!("compiling the instruction-counting plugin with {} failed:\n{}", cc.display(), String::from_utf8_lossy(&out.stderr))));
         }
@@ -69,18 +79,34 @@ pub fn plugin(cache: &Cache) -> Result<PathBuf> {
     })
 }
 
-/// The address of [`MARKER_SYMBOL`] in a static init, or None when the
-/// binary has no such symbol (stripped, or not kmatrix's init). A PIE
-/// init is refused: its address changes with every boot.
-pub fn marker_address(init: &Path) -> Result<Option<u64>> {
-    use object::{Object, ObjectKind, ObjectSymbol};
+/// The address and first bytes of [`MARKER_SYMBOL`] in a static init, or
+/// None when the file is not an ELF kmatrix can read or has no such symbol
+/// (stripped, or not kmatrix's init): such boots count to the end only. A
+/// PIE init is refused: its address changes with every boot.
+pub fn marker_address(init: &Path) -> Result<Option<Marker>> {
+    use object::{Object, ObjectKind, ObjectSection, ObjectSymbol};
     let data = std::fs::read(init).map_err(Error::io(format!("cannot read {}", init.display())))?;
-    let file = object::File::parse(&*data).map_err(|e| Error::Usage(format!("{} is not an executable kmatrix can read ({e})", init.display())))?;
-    let found = file.symbols().find(|s| s.name() == Ok(MARKER_SYMBOL)).map(|s| s.address());
-    if found.is_some() && file.kind() != ObjectKind::Executable {
+    let Ok(file) = object::File::parse(&*data) else {
+        return Ok(None);
+    };
+    let Some(sym) = file.symbols().find(|s| s.name() == Ok(MARKER_SYMBOL)) else {
+        return Ok(None);
+    };
+    if file.kind() != ObjectKind::Executable {
         return Err(Error::Usage(format!("{} is position-independent: the marker's address differs in every boot, so it cannot be counted to", init.display())));
     }
-    Ok(found)
+    let address = sym.address();
+    let bytes = sym
+        .section_index()
+        .and_then(|i| file.section_by_index(i).ok())
+        .and_then(|sec| {
+            let d = sec.data().ok()?;
+            let off = usize::try_from(address.checked_sub(sec.address())?).ok()?;
+            let len = (sym.size() as usize).clamp(1, 16);
+            d.get(off..off.checked_add(len)?.min(d.len())).map(<[u8]>::to_vec)
+        })
+        .unwrap_or_default();
+    Ok(Some(Marker { address, bytes }))
 }
 
 /// The counts QEMU's plugin wrote (missing ones stay None: a boot that
@@ -125,8 +151,9 @@ mod tests {
         let out = d.path().join("init");
         let st = std::process::Command::new("cc").args(["-Os", "-static", "-no-pie", "-o"]).arg(&out).arg(&src).status().unwrap();
         assert!(st.success());
-        let a = marker_address(&out).unwrap();
-        assert!(a.is_some_and(|a| a > 0), "{a:?}");
+        let a = marker_address(&out).unwrap().expect("the symbol is there");
+        assert!(a.address > 0 && !a.bytes.is_empty(), "{a:?}");
+        assert_eq!(marker_address(&src).unwrap(), None, "not an ELF: no marker, no error");
         let pie = d.path().join("init.pie");
         let st = std::process::Command::new("cc").args(["-Os", "-fPIE", "-pie", "-o"]).arg(&pie).arg(&src).status().unwrap();
         assert!(st.success());

@@ -106,9 +106,12 @@ impl Backend for Qemu {
         }
         if let Some(n) = &i.insns {
             // QEMU prints plugin output only with `-d plugin`, into -D's file.
-            let mut plugin = opt(&n.plugin.display().to_string());
-            if let Some(a) = n.marker {
-                plugin.push_str(&format!(",marker={a:#x}"));
+            let mut plugin = format!("file={}", opt(&n.plugin.display().to_string()));
+            if let Some(m) = &n.marker {
+                plugin.push_str(&format!(",marker={:#x}", m.address));
+                if !m.bytes.is_empty() {
+                    plugin.push_str(&format!(",bytes={}", hex::encode(&m.bytes)));
+                }
             }
             c = c.args(["-plugin".to_string(), plugin, "-d".into(), "plugin".into(), "-D".into(), n.log.display().to_string()]);
         }

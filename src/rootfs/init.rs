@@ -41,8 +41,9 @@ pub fn build(cache: &Cache, arch: &Arch, tc: &Toolchain) -> Result<PathBuf> {
         // the symbol table. -no-pie: its address must be the same in every
         // boot (a static PIE is loaded at a random base).
         cmd.args(["-Os", "-static", "-no-pie", "-o"]).arg(tmp).arg(&src);
-        let out_put = crate::process::output(cmd, &cc.display().to_string())?;
+        let out_put = crate::process::output(cmd, &cc.display().to_string());
         let _ = std::fs::remove_file(&src);
+        let out_put = out_put?;
         if !out_put.success() {
             return Err(Error::Infra(format!(
                 "compiling the init for {} with {} failed (is the cross libc installed? Debian: {}):\n{}",
