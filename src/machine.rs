@@ -306,8 +306,8 @@ pub fn prepare_boot(
     // carries its own: only the total is counted).
     let mut marker_init: Option<PathBuf> = None;
     let initrd = if let Some(img) = &o.lab.rootfs {
-        // The image stays as it is: the boot writes to an overlay. The
-        // configuration rides on the command line (one image, any boot).
+        // The image stays as it is: the boot writes to an overlay, and its
+        // configuration comes on a conf disk (one image, any boot).
         std::fs::create_dir_all(run_dir).map_err(Error::io(format!("cannot create {}", run_dir.display())))?;
         let overlay = crate::rootfs::disk::overlay(img, run_dir)?;
         disks.insert(0, crate::emulator::Disk { file: overlay, format: "qcow2".into(), readonly: false });
