@@ -51,13 +51,21 @@ fn two_real_sweeps_share_a_build_and_a_kill9_mid_make_leaves_nothing() {
     let tag = format!("-kmx{}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() % 1_000_000_000);
     let shared_is_built = std::fs::read_dir(common::cache().join("builds")).into_iter().flatten().flatten().any(|e| {
         e.path().join("manifest.json").is_file()
-            && std::fs::read_to_string(e.path().join(".config")).is_ok_and(|c| c.contains("CONFIG_ARM=y") && c.contains("CONFIG_GDB_SCRIPTS=y") && !c.contains("-kmx"))
+            && std::fs::read_to_string(e.path().join(".config")).is_ok_and(|c| {
+                c.contains("CONFIG_ARM=y") && c.contains("CONFIG_GDB_SCRIPTS=y") && c.contains("CONFIG_CC_IS_CLANG=y") && c.contains(" 6.12.") && !c.contains("-kmx")
+            })
     });
-    let config = if shared_is_built { format!("config = '''\nCONFIG_LOCALVERSION=\"{tag}\"\n'''") } else { "profile = \"debug\"".to_string() };
+    // The shared arm kernel is clang's from 6.12 (tests/common
+    // `shared_kernel`); the warm-cache stand-in is gcc's quicker tinyconfig.
+    let (config, toolchain, version) = if shared_is_built {
+        (format!("config = '''\nCONFIG_LOCALVERSION=\"{tag}\"\n'''"), "gcc", "6.1")
+    } else {
+        ("profile = \"debug\"".to_string(), "clang", "6.12")
+    };
     eprintln!("kernel: {}", if shared_is_built { "arm tinyconfig with a unique LOCALVERSION (the shared one is built)" } else { "the shared arm debug kernel (cold cache)" });
     std::fs::write(
         p.join("matrix.toml"),
-        format!("boards = [\"qemu-arm-versatilepb\"]\ntoolchains = [\"gcc\"]\nkernels = [\"k\"]\nconfigs = [\"fresh\"]\n[kernel.k]\nversion = \"6.1\"\n[config.fresh]\n{config}\n"),
+        format!("boards = [\"qemu-arm-versatilepb\"]\ntoolchains = [\"{toolchain}\"]\nkernels = [\"k\"]\nconfigs = [\"fresh\"]\n[kernel.k]\nversion = \"{version}\"\n[config.fresh]\n{config}\n"),
     )
     .unwrap();
     let (ra, rb) = (p.join("a"), p.join("b"));
@@ -74,7 +82,11 @@ fn two_real_sweeps_share_a_build_and_a_kill9_mid_make_leaves_nothing() {
             let c = cmdline(pid);
             c.starts_with("make ") && c.contains("/builds/") && !c.contains("/builds/stage-")
         });
-        let compiling = seen.keys().any(|&pid| cmdline(pid).contains("cc1"));
+        // gcc runs cc1; clang compiles in the driver's own process.
+        let compiling = seen.keys().any(|&pid| {
+            let c = cmdline(pid);
+            c.contains("cc1") || (c.split_whitespace().any(|w| w == "clang" || w.ends_with("/clang")) && c.contains(" -c "))
+        });
         if in_make && compiling {
             break;
         }

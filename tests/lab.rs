@@ -10,10 +10,8 @@ use common::kmatrix;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-static BUILD_LOCK: Mutex<()> = Mutex::new(());
 
 /// Guest commands: busybox's where Debian has a busybox for the arch (the
 /// arch descriptor names a Debian arch), else the tools kmatrix's init
@@ -90,8 +88,8 @@ fn poll_forward(port: u16, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Opt
 
 fn lab(arch: &str) {
     {
-        let _g = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        assert_eq!(kmatrix(&["build", "--arch", arch, "--profile", "debug"]).status.code(), Some(0));
+        let _slot = common::build_slot();
+        assert_eq!(kmatrix(&[&["build", "--arch", arch, "--profile", "debug"][..], common::shared_kernel(arch)].concat()).status.code(), Some(0));
     }
     let share = tempfile::tempdir().unwrap();
     std::fs::write(share.path().join("hello.txt"), format!("written-on-the-host {arch}\n")).unwrap();
@@ -104,13 +102,13 @@ fn lab(arch: &str) {
     let t = Tools::of(arch);
     let start = Instant::now();
     let out = kmatrix(&[
-        "boot", "--arch", arch, "--check",
+        &["boot", "--arch", arch][..], common::shared_kernel(arch), &["--check",
         "--share", &share_arg, "--net", "user", "--forward", &fwd_arg,
         "--cmd", &t.cat("/mnt/host0/hello.txt"),
         "--cmd", &t.write("/mnt/host0/from-guest.txt", "written-in-the-guest"),
         "--cmd", &t.get(http),
-        "--cmd", &t.serve(8080, "guest-listens"),
-    ]);
+        "--cmd", &t.serve(8080, "guest-listens")],
+    ].concat());
     let took = start.elapsed();
     stop.store(true, Ordering::SeqCst);
     let s = String::from_utf8_lossy(&out.stdout).to_string();
@@ -158,8 +156,8 @@ fn lab_mips64el() {
 /// initramfs, and left unchanged by a boot that writes to it.
 fn disk_root(arch: &str) {
     {
-        let _g = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        assert_eq!(kmatrix(&["build", "--arch", arch, "--profile", "debug"]).status.code(), Some(0));
+        let _slot = common::build_slot();
+        assert_eq!(kmatrix(&[&["build", "--arch", arch, "--profile", "debug"][..], common::shared_kernel(arch)].concat()).status.code(), Some(0));
     }
     let dir = tempfile::tempdir().unwrap();
     let img = dir.path().join("root.ext4");
@@ -169,7 +167,7 @@ fn disk_root(arch: &str) {
     let before = std::fs::read(&img).unwrap();
     let start = Instant::now();
     let t = Tools::of(arch);
-    let out = kmatrix(&["boot", "--arch", arch, "--check", "--rootfs", &img_s, "--cmd", &t.cat("/proc/mounts"), "--cmd", &t.write("/etc/kmx", "changed"), "--cmd", &t.cat("/etc/kmx")]);
+    let out = kmatrix(&[&["boot", "--arch", arch][..], common::shared_kernel(arch), &["--check", "--rootfs", &img_s, "--cmd", &t.cat("/proc/mounts"), "--cmd", &t.write("/etc/kmx", "changed"), "--cmd", &t.cat("/etc/kmx")]].concat());
     let s = String::from_utf8_lossy(&out.stdout).to_string();
     assert_eq!(out.status.code(), Some(0), "{s}");
     assert!(s.contains("/dev/root / ext4 rw"), "the root is not the ext4 disk: {s}");
@@ -212,18 +210,18 @@ fn disk_root_mips64el() {
 /// a second boot loads that snapshot and finds the file as it was left.
 fn snapshot(arch: &str) {
     {
-        let _g = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        assert_eq!(kmatrix(&["build", "--arch", arch, "--profile", "debug"]).status.code(), Some(0));
+        let _slot = common::build_slot();
+        assert_eq!(kmatrix(&[&["build", "--arch", arch, "--profile", "debug"][..], common::shared_kernel(arch)].concat()).status.code(), Some(0));
     }
     let name = format!("t{}", std::process::id());
     let token = format!("state-{arch}-{name}");
     let start = Instant::now();
     let t = Tools::of(arch);
-    let out = kmatrix(&["boot", "--arch", arch, "--check", "--snapshot-save", &name, "--cmd", &t.write("/root/state", &token)]);
+    let out = kmatrix(&[&["boot", "--arch", arch][..], common::shared_kernel(arch), &["--check", "--snapshot-save", &name, "--cmd", &t.write("/root/state", &token)]].concat());
     let saved = start.elapsed();
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
     let start = Instant::now();
-    let out = kmatrix(&["boot", "--arch", arch, "--check", "--snapshot-load", &name, "--cmd", &t.cat("/root/state")]);
+    let out = kmatrix(&[&["boot", "--arch", arch][..], common::shared_kernel(arch), &["--check", "--snapshot-load", &name, "--cmd", &t.cat("/root/state")]].concat());
     let loaded = start.elapsed();
     let s = String::from_utf8_lossy(&out.stdout).to_string();
     assert_eq!(out.status.code(), Some(0), "{s}");
@@ -276,7 +274,7 @@ fn module_loads_from_a_share() {
     std::fs::write(dir.path().join("Kbuild"), "obj-m := kmx_share.o\n").unwrap();
     let d = dir.path().to_str().unwrap();
     {
-        let _g = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let _slot = common::build_slot();
         assert_eq!(kmatrix(&["module", "build", "--arch", "aarch64", d]).status.code(), Some(0));
     }
     let share = format!("{d}:mods");
@@ -291,11 +289,11 @@ fn module_loads_from_a_share() {
 /// -icount follows the host's timing, so the counts are close, not equal).
 fn insns(arch: &str) {
     {
-        let _g = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        assert_eq!(kmatrix(&["build", "--arch", arch, "--profile", "debug"]).status.code(), Some(0));
+        let _slot = common::build_slot();
+        assert_eq!(kmatrix(&[&["build", "--arch", arch, "--profile", "debug"][..], common::shared_kernel(arch)].concat()).status.code(), Some(0));
     }
     let count = || {
-        let out = kmatrix(&["boot", "--arch", arch, "--profile", "debug", "--count-insns"]);
+        let out = kmatrix(&[&["boot", "--arch", arch, "--profile", "debug"][..], common::shared_kernel(arch), &["--count-insns"]].concat());
         let s = String::from_utf8_lossy(&out.stdout).to_string();
         assert_eq!(out.status.code(), Some(0), "{s}");
         let line = s.lines().find(|l| l.starts_with("instructions: ")).unwrap_or_else(|| panic!("no counts: {s}"));

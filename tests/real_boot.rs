@@ -3,30 +3,24 @@
 //! it, so a missing tool fails there); otherwise each test says it skipped.
 //!
 //! One kernel per machine serves the whole real tier: the `debug` profile
-//! (`--profile debug`, the matrix's `debug` config), which boot, gdb, module
-//! and sweep tests all use. Kernels are built once into a shared cache
-//! (KMATRIX_TEST_CACHE, default target/kmatrix-test-cache) and reused by
-//! every test and every later run. One build runs at a time: each already
-//! uses every core through its jobserver.
+//! (`--profile debug`, the matrix's `debug` config), built by gcc from 6.1,
+//! arm's by clang from 6.12 (tests/common `shared_kernel`), which boot, gdb,
+//! module and sweep tests all use. Kernels are built once into a shared
+//! cache (KMATRIX_TEST_CACHE, default target/kmatrix-test-cache) and reused
+//! by every test and every later run, two builds at a time at most
+//! (`common::build_slot`).
 
 mod common;
 use common::kmatrix;
 use std::process::Output;
-use std::sync::Mutex;
-
-
-static BUILD_LOCK: Mutex<()> = Mutex::new(());
-
-
-
 
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-/// Builds (or reuses) a machine's kernel, one build at a time.
+/// Builds (or reuses) a machine's kernel in a build slot.
 fn ensure_built(extra: &[&str]) {
-    let _g = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let _slot = common::build_slot();
     let mut args = vec!["build"];
     args.extend_from_slice(extra);
     let out = kmatrix(&args);
@@ -34,8 +28,8 @@ fn ensure_built(extra: &[&str]) {
 }
 
 fn boot_check(arch: &str) {
-    ensure_built(&["--arch", arch, "--profile", "debug"]);
-    let out = kmatrix(&["boot", "--arch", arch, "--profile", "debug", "--check"]);
+    ensure_built(&[&["--arch", arch, "--profile", "debug"][..], common::shared_kernel(arch)].concat());
+    let out = kmatrix(&[&["boot", "--arch", arch, "--profile", "debug"][..], common::shared_kernel(arch), &["--check"]].concat());
     let s = stdout(&out);
     assert_eq!(out.status.code(), Some(0), "{s}");
     assert!(s.starts_with("PASS"), "{s}");
@@ -103,7 +97,7 @@ fn dropped_config_symbol_is_reported() {
     // VIRTIO_BLK needs BLOCK and VIRTIO, both off in tinyconfig:
     // olddefconfig silently drops it.
     std::fs::write(&frag, "CONFIG_VIRTIO_BLK=y\n").unwrap();
-    let _g = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let _slot = common::build_slot();
     let out = kmatrix(&["build", "--arch", "x86_64", "--fragment", frag.to_str().unwrap()]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
@@ -116,8 +110,8 @@ fn missing_init_is_a_panic_not_a_pass() {
     // The shared arm kernel, told to run an init that does not exist: the
     // kernel panics ("No working init found"), QEMU exits 0 under
     // -no-reboot, and the verdict must still be PANIC.
-    ensure_built(&["--arch", "arm", "--profile", "debug"]);
-    let out = kmatrix(&["boot", "--arch", "arm", "--profile", "debug", "--append", "rdinit=/does-not-exist init=/does-not-exist", "--check"]);
+    ensure_built(&[&["--arch", "arm", "--profile", "debug"][..], common::shared_kernel("arm")].concat());
+    let out = kmatrix(&[&["boot", "--arch", "arm", "--profile", "debug"][..], common::shared_kernel("arm"), &["--append", "rdinit=/does-not-exist init=/does-not-exist", "--check"]].concat());
     let s = stdout(&out);
     assert_eq!(out.status.code(), Some(1), "{s}");
     assert!(s.starts_with("PANIC"), "a kernel that finds no init must not pass: {s}");

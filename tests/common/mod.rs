@@ -19,6 +19,54 @@ pub fn cache() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/kmatrix-test-cache"))
 }
 
+/// The arguments that pick a machine's shared real-tier kernel (after
+/// `--arch`). Every machine's is the debug profile built by gcc from
+/// Debian's 6.1, except arm's: clang (LLVM=1) from 6.12. So the matrix's
+/// second compiler, its second kernel and a version-dependent descriptor
+/// value (versatilepb's dtb moved in 6.5) are built and used for real by the
+/// boot, gdb, lab and sweep tests, without a kernel build of their own.
+pub fn shared_kernel(arch: &str) -> &'static [&'static str] {
+    if arch == "arm" {
+        &["--toolchain", "clang", "--kernel", "6.12"]
+    } else {
+        &[]
+    }
+}
+
+/// The Linux version of `shared_kernel(arch)`.
+pub fn shared_version(arch: &str) -> &'static str {
+    if arch == "arm" {
+        "6.12"
+    } else {
+        "6.1"
+    }
+}
+
+/// At most two kernel builds at a time within one test binary. Each make
+/// uses every core, but about a sixth of a build's wall on two cores is
+/// serial (configure, the vmlinux link, objcopy): a second build fills it,
+/// while more would only compete for memory and the 2400 s timeout.
+pub fn build_slot() -> BuildSlot {
+    let mut n = SLOTS.0.lock().unwrap_or_else(|e| e.into_inner());
+    while *n >= 2 {
+        n = SLOTS.1.wait(n).unwrap_or_else(|e| e.into_inner());
+    }
+    *n += 1;
+    BuildSlot
+}
+
+static SLOTS: (std::sync::Mutex<usize>, std::sync::Condvar) = (std::sync::Mutex::new(0), std::sync::Condvar::new());
+
+/// A held build slot; dropping it frees the slot.
+pub struct BuildSlot;
+
+impl Drop for BuildSlot {
+    fn drop(&mut self) {
+        *SLOTS.0.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+        SLOTS.1.notify_one();
+    }
+}
+
 /// Runs kmatrix in `dir` with the shared cache; echoes its output.
 pub fn kmatrix_in(dir: &Path, args: &[&str]) -> Output {
     let out = assert_cmd::Command::cargo_bin("kmatrix")
