@@ -57,12 +57,41 @@ pub fn gdb_command(s: &Session) -> CommandSpec {
 /// `log` takes the emulator's output; `console` is where the guest console
 /// appears (the same file for QEMU, gem5's terminal file for gem5). When
 /// the backend's stub port is announced, it replaces `s.port`.
-pub fn run(emulator: &CommandSpec, log: &Path, console: &Path, s: &mut Session, backend: &dyn crate::emulator::Backend) -> Result<i32> {
+/// What a kernel booted with `kgdbwait` prints when it stops for gdb
+/// (kernel/debug/debug_core.c, 6.1 and 6.12).
+pub const KGDB_WAITING: &str = "KGDB: Waiting for connection from remote gdb";
+
+pub fn run(emulator: &CommandSpec, log: &Path, console: &Path, s: &mut Session, backend: &dyn crate::emulator::Backend, wait_for: Option<&str>, timeout: std::time::Duration) -> Result<i32> {
     // Both streams go to `log`, where an emulator also announces its ports.
     let (mut emu, rx) = crate::boot::spawn_announcing(emulator, log)?;
     if let crate::emulator::GdbPort::Announced(name) = backend.gdb_port() {
         s.port = crate::boot::wait_listener(&mut emu, &rx, &name, log, backend.explainer(), &mut |_, _| {})?;
         eprintln!("kmatrix: {}'s gdb stub: 127.0.0.1:{}", backend.kind(), s.port);
+    }
+    if let Some(text) = wait_for {
+        // A serial stub (KGDB) answers only once the kernel waits: gdb
+        // talking earlier would time out on a line nobody reads.
+        let start = std::time::Instant::now();
+        loop {
+            let seen = std::fs::read_to_string(console).unwrap_or_default();
+            if seen.contains(text) {
+                break;
+            }
+            let why = if let Some(st) = emu.try_wait() {
+                Some(format!("the emulator exited ({}) before the console printed \"{text}\"", describe_status(st)))
+            } else if start.elapsed() > timeout {
+                Some(format!("no \"{text}\" on the console within {}s", timeout.as_secs()))
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                emu.stop(std::time::Duration::from_secs(1));
+                let tail: Vec<&str> = seen.lines().rev().take(5).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                return Err(Error::Infra(format!("{why}; console {}:\n{}", console.display(), tail.join("\n"))));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
     }
     if s.batch.is_none() {
         console_pane(console, emu.id());

@@ -169,6 +169,8 @@ pub struct BootOptions {
     pub gdb_port: Option<u16>,
     /// CPU stopped at reset until the debugger continues.
     pub halted: bool,
+    /// KGDB's serial line on 127.0.0.1:port.
+    pub kgdb_port: Option<u16>,
     /// Take a checkpoint after the boot marker, into this directory
     /// (backends with `features().checkpoints`).
     pub checkpoint: Option<PathBuf>,
@@ -386,6 +388,7 @@ pub fn prepare_boot(
         install: o.install.clone(),
         gdb_port: o.gdb_port,
         halted: o.halted,
+        kgdb_port: o.kgdb_port,
         shares: o.lab.shares.clone(),
         net: o.lab.net.clone(),
         disks,

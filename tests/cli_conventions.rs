@@ -301,3 +301,14 @@ fn closed_stdout_ends_quietly() {
     let status = env.command(&["list"]).stdin(Stdio::null()).stdout(w).stderr(Stdio::null()).status().unwrap();
     assert_eq!(status.signal(), Some(libc::SIGPIPE), "{status:?}");
 }
+
+/// A board without a KGDB line is told so before anything is built.
+#[test]
+fn kgdb_on_a_board_without_a_kgdb_line_is_a_usage_error() {
+    let env = Env::new();
+    let out = env.output(&["debug", "--board", "gem5-arm", "--kgdb", "--batch"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("board gem5-arm (gem5) has no KGDB serial line") && err.contains("[qemu.kgdb]"), "{err}");
+    assert!(!err.contains("building"), "{err}");
+}

@@ -1,6 +1,8 @@
 //! Real gdb sessions (KMATRIX_TEST_REAL=1): each QEMU machine stops at
 //! start_kernel with a source-level backtrace and working lx-* scripts, and
-//! a module's init function is reachable after insmod via lx-symbols.
+//! a module's init function is reachable after insmod via lx-symbols; and
+//! through KGDB instead of the emulator's stub, gdb stops at `kgdbwait`'s
+//! breakpoint over the board's second serial line.
 
 mod common;
 use common::kmatrix;
@@ -46,6 +48,52 @@ fn gdb_mips64_big_endian() {
 #[cfg_attr(not(kmatrix_real), ignore = "needs real compilers, QEMU and gdb-multiarch: set KMATRIX_TEST_REAL=1 (CI does)")]
 fn gdb_mips64el() {
     stops_at_start_kernel("mips64el");
+}
+
+/// The same kernel, no emulator stub: `kgdboc=` on the board's KGDB line
+/// and `kgdbwait`, so the kernel stops in kgdb_breakpoint during boot.
+fn stops_at_the_kgdb_breakpoint(arch: &str) {
+    {
+        let _slot = common::build_slot();
+        assert_eq!(kmatrix(&[&["build", "--arch", arch, "--profile", "debug"][..], common::shared_kernel(arch)].concat()).status.code(), Some(0));
+    }
+    let out = kmatrix(&[&["debug", "--arch", arch][..], common::shared_kernel(arch), &["--kgdb", "--batch", "--ex", "bt", "--ex", "lx-version"]].concat());
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{s}");
+    let bt = regex::Regex::new(r"kgdb_breakpoint \(\) at \S*kernel/debug/debug_core\.c:\d+").unwrap();
+    assert!(bt.is_match(&s), "no kgdb_breakpoint frame at kernel/debug/debug_core.c:<line>: {s}");
+    assert!(s.contains("kgdb_initial_breakpoint") || s.contains("kgdb_register_io_module"), "not kgdbwait's stop: {s}");
+    assert!(s.contains(&format!("Linux version {}.", common::shared_version(arch))), "lx-version over KGDB: {s}");
+}
+
+#[test]
+#[cfg_attr(not(kmatrix_real), ignore = "needs real compilers, QEMU and gdb-multiarch: set KMATRIX_TEST_REAL=1 (CI does)")]
+fn kgdb_x86_64() {
+    stops_at_the_kgdb_breakpoint("x86_64");
+}
+
+#[test]
+#[cfg_attr(not(kmatrix_real), ignore = "needs real compilers, QEMU and gdb-multiarch: set KMATRIX_TEST_REAL=1 (CI does)")]
+fn kgdb_aarch64() {
+    stops_at_the_kgdb_breakpoint("aarch64");
+}
+
+#[test]
+#[cfg_attr(not(kmatrix_real), ignore = "needs real compilers, QEMU and gdb-multiarch: set KMATRIX_TEST_REAL=1 (CI does)")]
+fn kgdb_arm_versatilepb() {
+    stops_at_the_kgdb_breakpoint("arm");
+}
+
+#[test]
+#[cfg_attr(not(kmatrix_real), ignore = "needs real compilers, QEMU and gdb-multiarch: set KMATRIX_TEST_REAL=1 (CI does)")]
+fn kgdb_mips64_big_endian() {
+    stops_at_the_kgdb_breakpoint("mips64");
+}
+
+#[test]
+#[cfg_attr(not(kmatrix_real), ignore = "needs real compilers, QEMU and gdb-multiarch: set KMATRIX_TEST_REAL=1 (CI does)")]
+fn kgdb_mips64el() {
+    stops_at_the_kgdb_breakpoint("mips64el");
 }
 
 #[test]

@@ -209,3 +209,20 @@ fn argv_lab_devices_per_board() {
         insta::assert_snapshot!(format!("argv-lab-{}", board.id), s);
     }
 }
+
+/// `debug --kgdb`: each QEMU board's KGDB line is a socket server on
+/// loopback (never another address), and no emulator stub or halt.
+#[test]
+fn argv_kgdb_line_is_loopback_only() {
+    let reg = registry();
+    for board in reg.boards.values().filter(|b| emulator::of(b).features().kgdb) {
+        let i = BootInputs { kgdb_port: Some(4321), ..inputs(board) };
+        let s = emulator::command(board, &i).to_string();
+        assert!(s.contains("-chardev socket,id=kmxkgdb,host=127.0.0.1,port=4321,server=on,wait=off"), "{}: {s}", board.id);
+        assert!(!s.contains(" -gdb ") && !s.contains(" -S"), "{}: {s}", board.id);
+        assert!(emulator::of(board).kgdb_tty().is_some());
+    }
+    // Every QEMU board has one; gem5 has none (`debug --kgdb` says so).
+    let with: Vec<&str> = reg.boards.values().filter(|b| emulator::of(b).features().kgdb).map(|b| b.id.as_str()).collect();
+    assert_eq!(with, ["qemu-aarch64-virt", "qemu-arm-versatilepb", "qemu-mips64-malta", "qemu-mips64el-malta", "qemu-x86_64-pc"]);
+}

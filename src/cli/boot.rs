@@ -125,6 +125,7 @@ pub fn run(ctx: &Ctx, mut a: Args) -> Result<i32> {
         modules: a.modules.clone(),
         gdb_port,
         halted: a.gdb,
+        kgdb_port: None,
         checkpoint,
         restore,
         lab,

@@ -2,6 +2,8 @@
 //! profile, boots halted with `nokaslr` and a loopback gdbstub on a free
 //! port, and starts gdb-multiarch with the arch's settings, the lx-* scripts
 //! and a breakpoint. `--attach PORT` joins a VM started by `boot --gdb`.
+//! `--kgdb` debugs through the kernel's own stub instead: the board's KGDB
+//! serial line on a loopback port, `kgdboc=` and `kgdbwait`.
 
 use std::path::PathBuf;
 
@@ -18,9 +20,13 @@ pub struct Args {
     pub build: BuildArgs,
     #[command(flatten)]
     pub lab: crate::cli::lab::LabArgs,
-    /// Breakpoint location (repeatable).
-    #[arg(long = "break", value_name = "LOCATION", default_value = "start_kernel")]
+    /// Breakpoint location (repeatable; default start_kernel, none with --kgdb).
+    #[arg(long = "break", value_name = "LOCATION")]
     pub breaks: Vec<String>,
+    /// Debug through KGDB over the board's second serial line: the kernel
+    /// boots to `kgdbwait` and gdb attaches at its breakpoint.
+    #[arg(long, conflicts_with = "attach")]
+    pub kgdb: bool,
     /// Run without a terminal: attach, continue to the breakpoint, run the
     /// --ex commands, exit.
     #[arg(long)]
@@ -50,6 +56,18 @@ pub fn run(ctx: &Ctx, mut a: Args) -> Result<i32> {
     if a.build.profile.is_none() {
         a.build.profile = Some("debug".into());
     }
+    let backend = crate::emulator::of(board);
+    let kgdb_tty = match (a.kgdb, backend.kgdb_tty()) {
+        (false, _) => None,
+        (true, Some(tty)) => Some(tty),
+        (true, None) => {
+            return Err(Error::Usage(format!(
+                "board {} ({}) has no KGDB serial line: a QEMU board declares one as [qemu.kgdb] (args with {{port}}, and the guest's tty); `kmatrix debug` without --kgdb uses the emulator's own stub",
+                board.id,
+                backend.kind()
+            )))
+        }
+    };
     let mut opts = a.build.options()?;
     opts.work = if a.attach.is_some() { crate::preflight::Work::Attach } else { crate::preflight::Work::Debug };
     let manifest = match machine::build(&ctx.cache, &reg, board, &opts, &progress(a.verbose))? {
@@ -59,6 +77,10 @@ pub fn run(ctx: &Ctx, mut a: Args) -> Result<i32> {
     if !manifest.dir.join("vmlinux-gdb.py").exists() {
         say("vmlinux-gdb.py is missing (CONFIG_GDB_SCRIPTS off?): the lx-* commands will not work");
     }
+    if a.breaks.is_empty() && !a.kgdb {
+        // KGDB starts after start_kernel: its first stop is kgdbwait's.
+        a.breaks.push("start_kernel".into());
+    }
     let helpers = crate::gdb::write_helpers(&ctx.cache.root.join("gdb")).map_err(Error::io("cannot write the gdb helpers"))?;
     let mut session = Session {
         helpers: Some(helpers),
@@ -67,14 +89,14 @@ pub fn run(ctx: &Ctx, mut a: Args) -> Result<i32> {
         port: 0,
         breakpoints: a.breaks.clone(),
         batch: a.batch.then(|| a.ex.clone()),
-        continue_first: true,
+        // Under KGDB the kernel is already stopped when gdb attaches.
+        continue_first: kgdb_tty.is_none(),
     };
     if let Some(port) = a.attach {
         session.port = port;
         let gdb = debug::gdb_command(&session);
         return crate::process::foreground(&gdb).map_err(|e| e.with_package("gdb-multiarch"));
     }
-    let backend = crate::emulator::of(board);
     let install = backend.locate(&|k: &str, v: &str| ctx.built(k, v))?;
     let port = debug::free_port()?;
     session.port = port;
@@ -82,14 +104,19 @@ pub fn run(ctx: &Ctx, mut a: Args) -> Result<i32> {
     let mut append = a.append.clone();
     // A randomised kernel never hits a breakpoint set from vmlinux.
     append.push("nokaslr".into());
+    if let Some(tty) = &kgdb_tty {
+        append.push(format!("kgdboc={tty},115200"));
+        append.push("kgdbwait".into());
+    }
     let lab = a.lab.parse()?;
     let bopts = BootOptions {
         cmds: a.cmds.clone(),
         append,
         modules: a.modules.clone(),
         install,
-        gdb_port: Some(port),
-        halted: true,
+        gdb_port: kgdb_tty.is_none().then_some(port),
+        halted: kgdb_tty.is_none(),
+        kgdb_port: kgdb_tty.is_some().then_some(port),
         lab,
         ..Default::default()
     };
@@ -97,8 +124,14 @@ pub fn run(ctx: &Ctx, mut a: Args) -> Result<i32> {
     let log = run_dir.join("console.log");
     let console = prepared.console_file.clone().unwrap_or_else(|| log.clone());
     say(&format!("guest console: {}", console.display()));
-    if backend.gdb_port() == crate::emulator::GdbPort::Chosen {
-        say(&format!("gdbstub: 127.0.0.1:{port}"));
-    }
-    debug::run(&prepared.command, &log, &console, &mut session, backend)
+    let wait_for = if kgdb_tty.is_some() {
+        say(&format!("KGDB serial line: 127.0.0.1:{port}; gdb attaches when the kernel waits for it"));
+        Some(debug::KGDB_WAITING)
+    } else {
+        if backend.gdb_port() == crate::emulator::GdbPort::Chosen {
+            say(&format!("gdbstub: 127.0.0.1:{port}"));
+        }
+        None
+    };
+    debug::run(&prepared.command, &log, &console, &mut session, backend, wait_for, board.timeout)
 }

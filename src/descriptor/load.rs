@@ -611,6 +611,7 @@ fn resolve_board(
                 net: q.net.map(|x| x.args.into_iter().map(Spanned::into_inner).collect()),
                 disk_reversed: q.disk.as_ref().is_some_and(|x| x.reversed),
                 disk: q.disk.map(|x| x.args.into_iter().map(Spanned::into_inner).collect()),
+                kgdb: q.kgdb.map(|k| Kgdb { args: k.args.into_iter().map(Spanned::into_inner).collect(), tty: k.tty.into_inner() }),
             }))
         }
         (None, Some(g)) => {

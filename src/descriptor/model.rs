@@ -186,6 +186,16 @@ pub struct Qemu {
     pub disk: Option<Vec<String>>,
     /// The guest names disks in the reverse of their creation order.
     pub disk_reversed: bool,
+    /// KGDB's serial line (None: the board has none).
+    pub kgdb: Option<Kgdb>,
+}
+
+/// A serial line for KGDB: argument templates (`{port}`: the loopback TCP
+/// port gdb connects to) and the guest's name for it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Kgdb {
+    pub args: Vec<String>,
+    pub tty: String,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -132,6 +132,16 @@ pub struct RawQemu {
     pub share: Option<RawQemuDevice>,
     pub net: Option<RawQemuDevice>,
     pub disk: Option<RawQemuDevice>,
+    /// KGDB's serial line: the arguments that attach it to a loopback port
+    /// (`{port}`) and its tty in the guest (`kgdboc=`).
+    pub kgdb: Option<RawQemuKgdb>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawQemuKgdb {
+    pub args: Vec<S<String>>,
+    pub tty: S<String>,
 }
 
 #[derive(Debug, Deserialize)]

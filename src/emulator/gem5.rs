@@ -62,7 +62,7 @@ impl Backend for Gem5 {
 
     fn features(&self) -> Features {
         // Instruction counts would come from its stats (simInsts); not read yet.
-        Features { checkpoints: true, shares: false, net: false, disks: false, snapshots: false, insn_count: false }
+        Features { checkpoints: true, shares: false, net: false, disks: false, snapshots: false, insn_count: false, kgdb: false }
     }
 
     fn locate(&self, built: &Finder) -> Result<Option<Install>> {

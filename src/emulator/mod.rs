@@ -40,6 +40,8 @@ pub struct BootInputs {
     pub gdb_port: Option<u16>,
     /// Stop the CPU at reset until a debugger continues it.
     pub halted: bool,
+    /// KGDB's serial line on 127.0.0.1:port (boards with `features().kgdb`).
+    pub kgdb_port: Option<u16>,
     /// The console is the user's terminal.
     pub interactive: bool,
     pub extra_args: Vec<String>,
@@ -133,6 +135,8 @@ pub struct Features {
     pub snapshots: bool,
     /// Count the guest's instructions (`--count-insns`).
     pub insn_count: bool,
+    /// A serial line for KGDB (`debug --kgdb`).
+    pub kgdb: bool,
 }
 
 /// How a debugger finds the emulator's gdb stub.
@@ -195,6 +199,10 @@ pub trait Backend: Sync {
     /// Where the guest console appears when it is not the emulator's stdout.
     fn console_file(&self, run_dir: &Path) -> Option<PathBuf>;
     fn gdb_port(&self) -> GdbPort;
+    /// The guest's tty for KGDB's serial line (`kgdboc=`), where there is one.
+    fn kgdb_tty(&self) -> Option<String> {
+        None
+    }
     /// Whether a silent console means a hung guest (else only the overall
     /// timeout applies).
     fn silence_is_a_hang(&self) -> bool;

@@ -27,7 +27,7 @@ impl Backend for Qemu {
         // Snapshots (over QMP) are QEMU's counterpart of gem5's checkpoints;
         // a diskless guest's state goes to a scratch qcow2 and its
         // configuration comes from a conf disk, so they need [qemu.disk].
-        Features { checkpoints: false, shares: self.share.is_some(), net: self.net.is_some(), disks: self.disk.is_some(), snapshots: self.disk.is_some(), insn_count: true }
+        Features { checkpoints: false, shares: self.share.is_some(), net: self.net.is_some(), disks: self.disk.is_some(), snapshots: self.disk.is_some(), insn_count: true, kgdb: self.kgdb.is_some() }
     }
 
     fn locate(&self, _built: &Finder) -> Result<Option<Install>> {
@@ -91,6 +91,10 @@ impl Backend for Qemu {
             c = c.arg("-S");
         }
         c = c.args(lab_args(q, i));
+        if let (Some(k), Some(port)) = (&q.kgdb, i.kgdb_port) {
+            // A socket server on loopback only: whoever connects controls the kernel.
+            c = c.args(fill(&k.args, &[("port", port.to_string())]));
+        }
         if let Some(s) = &i.snapshot {
             // The monitor on a unix socket only, never TCP, and only for
             // this user: umask 077 makes QEMU create it srwx------ (a
@@ -124,6 +128,10 @@ impl Backend for Qemu {
 
     fn gdb_port(&self) -> GdbPort {
         GdbPort::Chosen
+    }
+
+    fn kgdb_tty(&self) -> Option<String> {
+        self.kgdb.as_ref().map(|k| k.tty.clone())
     }
 
     fn silence_is_a_hang(&self) -> bool {
