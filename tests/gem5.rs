@@ -14,10 +14,7 @@ mod common;
 use common::kmatrix;
 use std::path::PathBuf;
 use std::process::Output;
-use std::sync::Mutex;
 
-/// One gem5 run at a time: each is a single-threaded simulation of minutes.
-static LOCK: Mutex<()> = Mutex::new(());
 
 /// The gem5 binary for `isa` under KMATRIX_TEST_GEM5 (the tests that call
 /// this are ignored without it); a tree without that build fails the test.
@@ -83,7 +80,8 @@ echo "Exiting @ tick 1 because m5_exit instruction encountered"
 #[test]
 #[cfg_attr(not(kmatrix_real), ignore = "needs real compilers, QEMU and gdb-multiarch: set KMATRIX_TEST_REAL=1 (CI does)")]
 fn gem5_arm_plumbing_with_a_stand_in_gem5() {
-    let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    // One gem5 run at a time: each is a single-threaded simulation of minutes.
+    let _g = common::exclusive("gem5");
     let dir = tempfile::tempdir().unwrap();
     let bin = fake_gem5(dir.path(), "ARM");
     // The debug kernel: the one qemu-aarch64-virt's real tests build too.
@@ -152,7 +150,7 @@ fn run(bin: &std::path::Path, args: &[&str]) -> (Option<i32>, String) {
 #[cfg_attr(not(all(kmatrix_real, kmatrix_gem5)), ignore = "needs a gem5 build: set KMATRIX_TEST_REAL=1 and KMATRIX_TEST_GEM5=<gem5 tree> (CI has no gem5)")]
 fn gem5_arm_boot_check() {
     let bin = gem5("ARM");
-    let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = common::exclusive("gem5");
     let (code, s) = run(&bin, &["boot", "--board", "gem5-arm", "--check", "--cmd", "cat /proc/cmdline"]);
     assert_eq!(code, Some(0), "{s}");
     assert!(s.lines().any(|l| l.starts_with("PASS")), "{s}");
@@ -165,7 +163,7 @@ fn gem5_arm_boot_check() {
 #[cfg_attr(not(all(kmatrix_real, kmatrix_gem5)), ignore = "needs a gem5 build: set KMATRIX_TEST_REAL=1 and KMATRIX_TEST_GEM5=<gem5 tree> (CI has no gem5)")]
 fn gem5_x86_boot_check() {
     let bin = gem5("X86");
-    let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = common::exclusive("gem5");
     let (code, s) = run(&bin, &["boot", "--board", "gem5-x86", "--check", "--cmd", "cat /proc/cmdline"]);
     assert_eq!(code, Some(0), "{s}");
     assert!(s.lines().any(|l| l.starts_with("PASS")), "{s}");
@@ -178,7 +176,7 @@ fn gem5_x86_boot_check() {
 /// guest resumes after the marker and runs the new boot's commands.
 fn checkpoint_and_restore(isa: &str, board: &str) {
     let bin = gem5(isa);
-    let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = common::exclusive("gem5");
     let dir = tempfile::tempdir().unwrap();
     let cpt = dir.path().join("cpt");
     let cpt = cpt.to_str().unwrap();
@@ -206,7 +204,7 @@ fn gem5_x86_checkpoint_and_restore() {
 /// gdb on gem5's stub: stopped at start_kernel, the lx-* scripts loaded.
 fn gdb(isa: &str, board: &str) {
     let bin = gem5(isa);
-    let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = common::exclusive("gem5");
     let (code, s) = run(&bin, &["debug", "--board", board, "--batch", "--ex", "bt", "--ex", "lx-version"]);
     assert_eq!(code, Some(0), "{s}");
     assert!(s.contains("start_kernel"), "{s}");

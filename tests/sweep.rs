@@ -5,13 +5,8 @@
 mod common;
 use common::cache;
 use std::path::Path;
-use std::sync::Mutex;
 
 use serde_json::Value;
-
-static ONE_SWEEP_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-
 
 fn kmatrix(dir: &Path, args: &[&str]) -> std::process::Output {
     common::kmatrix_in(dir, args)
@@ -60,7 +55,8 @@ fn verdict<'a>(r: &'a Value, board: &str, config: &str) -> &'a str {
 #[test]
 #[cfg_attr(not(kmatrix_real), ignore = "needs real compilers, QEMU and gdb-multiarch: set KMATRIX_TEST_REAL=1 (CI does)")]
 fn default_matrix_passes_on_the_qemu_machines_and_warm_rerun_builds_nothing() {
-    let _g = ONE_SWEEP_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    // One real sweep at a time: each boots several machines at once.
+    let _g = common::exclusive("real-sweep");
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("matrix.toml"), shared_kernels_matrix()).unwrap();
     let res = dir.path().join("r1");
@@ -113,7 +109,7 @@ fn linux_6_12_built_by_clang_boots_on_versatilepb_with_the_dtb_where_6_5_moved_i
     // (LLVM=1), and a version-dependent descriptor value (the dtb path). It
     // is the shared arm kernel of the real tier (tests/common), so it costs
     // a boot, not a build.
-    let _g = ONE_SWEEP_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = common::exclusive("real-sweep");
     let dir = tempfile::tempdir().unwrap();
     let res = dir.path().join("r");
     let out = kmatrix(
@@ -140,7 +136,7 @@ fn linux_6_12_built_by_clang_boots_on_versatilepb_with_the_dtb_where_6_5_moved_i
 #[test]
 #[cfg_attr(not(kmatrix_real), ignore = "needs real compilers, QEMU and gdb-multiarch: set KMATRIX_TEST_REAL=1 (CI does)")]
 fn fault_cells_are_each_classified_while_the_healthy_cell_passes() {
-    let _g = ONE_SWEEP_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = common::exclusive("real-sweep");
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path();
     std::fs::create_dir_all(p.join("boards")).unwrap();
@@ -204,7 +200,7 @@ cmds = ["sleep 600"]
 #[test]
 #[cfg_attr(not(kmatrix_real), ignore = "needs real compilers, QEMU and gdb-multiarch: set KMATRIX_TEST_REAL=1 (CI does)")]
 fn interrupted_sweep_keeps_valid_results_kills_children_and_resumes() {
-    let _g = ONE_SWEEP_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = common::exclusive("real-sweep");
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path();
     std::fs::create_dir_all(p.join("boards")).unwrap();

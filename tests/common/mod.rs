@@ -42,28 +42,53 @@ pub fn shared_version(arch: &str) -> &'static str {
     }
 }
 
-/// At most two kernel builds at a time within one test binary. Each make
-/// uses every core, but about a sixth of a build's wall on two cores is
-/// serial (configure, the vmlinux link, objcopy): a second build fills it,
-/// while more would only compete for memory and the 2400 s timeout.
-pub fn build_slot() -> BuildSlot {
-    let mut n = SLOTS.0.lock().unwrap_or_else(|e| e.into_inner());
-    while *n >= 2 {
-        n = SLOTS.1.wait(n).unwrap_or_else(|e| e.into_inner());
+/// At most two kernel builds at a time, across every test process (the
+/// runner may be nextest, one process per test, or libtest, one per
+/// binary). Each make uses every core, but about a sixth of a build's wall
+/// on two cores is serial (configure, the vmlinux link, objcopy): a second
+/// build fills it, while more would only compete for memory and the 2400 s
+/// timeout. The slots are flock()s on two files in the test cache, so a
+/// test that crashes frees its slot with its process.
+pub fn build_slot() -> FileLock {
+    loop {
+        for i in 0..2 {
+            if let Some(l) = FileLock::take(&format!("build-slot-{i}"), false) {
+                return l;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
     }
-    *n += 1;
-    BuildSlot
 }
 
-static SLOTS: (std::sync::Mutex<usize>, std::sync::Condvar) = (std::sync::Mutex::new(0), std::sync::Condvar::new());
+/// One test at a time holds `name` across every test process (for tests
+/// that each load the machine with a whole sweep, or share one gem5).
+pub fn exclusive(name: &str) -> FileLock {
+    FileLock::take(name, true).expect("a blocking flock returns held")
+}
 
-/// A held build slot; dropping it frees the slot.
-pub struct BuildSlot;
+/// A held flock() on `<test cache>/test-locks/<name>.lock`; dropping it
+/// (or the process ending) releases it.
+pub struct FileLock(#[allow(dead_code)] std::fs::File);
 
-impl Drop for BuildSlot {
-    fn drop(&mut self) {
-        *SLOTS.0.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
-        SLOTS.1.notify_one();
+impl FileLock {
+    fn take(name: &str, block: bool) -> Option<FileLock> {
+        use std::os::fd::AsRawFd;
+        let dir = cache().join("test-locks");
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        let path = dir.join(format!("{name}.lock"));
+        let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let op = if block { libc::LOCK_EX } else { libc::LOCK_EX | libc::LOCK_NB };
+        loop {
+            if unsafe { libc::flock(f.as_raw_fd(), op) } == 0 {
+                return Some(FileLock(f));
+            }
+            let e = std::io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                Some(libc::EWOULDBLOCK) if !block => return None,
+                _ => panic!("flock {}: {e}", path.display()),
+            }
+        }
     }
 }
 
