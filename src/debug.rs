@@ -71,27 +71,7 @@ pub fn run(emulator: &CommandSpec, log: &Path, console: &Path, s: &mut Session, 
     if let Some(text) = wait_for {
         // A serial stub (KGDB) answers only once the kernel waits: gdb
         // talking earlier would time out on a line nobody reads.
-        let start = std::time::Instant::now();
-        loop {
-            let seen = std::fs::read_to_string(console).unwrap_or_default();
-            if seen.contains(text) {
-                break;
-            }
-            let why = if let Some(st) = emu.try_wait() {
-                Some(format!("the emulator exited ({}) before the console printed \"{text}\"", describe_status(st)))
-            } else if start.elapsed() > timeout {
-                Some(format!("no \"{text}\" on the console within {}s", timeout.as_secs()))
-            } else {
-                None
-            };
-            if let Some(why) = why {
-                emu.stop(std::time::Duration::from_secs(1));
-                let tail: Vec<&str> = seen.lines().rev().take(5).collect();
-                let tail: Vec<&str> = tail.into_iter().rev().collect();
-                return Err(Error::Infra(format!("{why}; console {}:\n{}", console.display(), tail.join("\n"))));
-            }
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
+        wait_console(&mut emu, console, text, timeout)?;
     }
     if s.batch.is_none() {
         console_pane(console, emu.id());
@@ -109,6 +89,120 @@ pub fn run(emulator: &CommandSpec, log: &Path, console: &Path, s: &mut Session, 
     let code = status.map_err(|e| e.with_package("gdb-multiarch"))?;
     // A dead emulator is never a successful session, whatever gdb's last command did.
     Ok(if emu_died && code == 0 { 1 } else { code })
+}
+
+/// Waits until the guest console shows `text`; an emulator that exits
+/// first, or a deadline passed, is an infrastructure error quoting the
+/// console's last lines (the emulator is stopped).
+fn wait_console(emu: &mut crate::process::Group, console: &Path, text: &str, timeout: std::time::Duration) -> Result<()> {
+    let start = std::time::Instant::now();
+    loop {
+        let seen = std::fs::read_to_string(console).unwrap_or_default();
+        if seen.contains(text) {
+            return Ok(());
+        }
+        let why = if let Some(st) = emu.try_wait() {
+            Some(format!("the emulator exited ({}) before the console printed \"{text}\"", describe_status(st)))
+        } else if start.elapsed() > timeout {
+            Some(format!("no \"{text}\" on the console within {}s", timeout.as_secs()))
+        } else if crate::process::is_interrupted() {
+            emu.stop(std::time::Duration::from_secs(1));
+            return Err(Error::Interrupted);
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            emu.stop(std::time::Duration::from_secs(1));
+            let tail: Vec<&str> = seen.lines().rev().take(5).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            return Err(Error::Infra(format!("{why}; console {}:\n{}", console.display(), tail.join("\n"))));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// kdb's prompt ends so on SMP (`[0]kdb> `) and UP kernels alike
+/// (kernel/debug/kdb/kdb_main.c, PROMPT), and its pager's so (MOREPROMPT).
+pub const KDB_PROMPT: &str = "kdb> ";
+const KDB_MORE: &str = "more> ";
+
+/// What the kernel prints once it runs on past the debugger at boot
+/// (init/main.c, 6.1 and 6.12).
+pub const KDB_RESUMED: &str = "Run /init as init process";
+
+/// `debug --kdb`: starts the emulator, waits for `kgdbwait`, and connects to
+/// the KGDB serial line on 127.0.0.1:`port`, where kdb has its shell. With
+/// `batch`, runs each command at kdb's prompt, then `go`, and waits for the
+/// kernel to run on to its init; otherwise joins the line to the user's
+/// terminal until Ctrl-A x or the emulator exits. The emulator is always
+/// stopped at the end.
+pub fn run_kdb(emulator: &CommandSpec, log: &Path, console: &Path, port: u16, batch: Option<&[String]>, timeout: std::time::Duration) -> Result<i32> {
+    let (mut emu, _rx) = crate::boot::spawn_announcing(emulator, log)?;
+    wait_console(&mut emu, console, KGDB_WAITING, timeout)?;
+    let sock = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(Error::io(format!("cannot connect to the KGDB serial line on 127.0.0.1:{port}")))?;
+    let Some(cmds) = batch else {
+        eprintln!("kmatrix: kdb on the KGDB serial line (127.0.0.1:{port}): `help`, `bt`, `ps`, `go` to run on; Ctrl-A x stops the machine");
+        let r = crate::boot::bridge(sock, &mut emu);
+        emu.stop(std::time::Duration::from_secs(1));
+        return r.map(|()| 0);
+    };
+    let mut cmds: Vec<String> = cmds.to_vec();
+    if cmds.last().map(|c| c.trim()) != Some("go") {
+        cmds.push("go".into());
+    }
+    let step = std::time::Duration::from_secs(60).min(timeout);
+    let r = kdb_batch(sock, &cmds, step, &mut std::io::stdout());
+    let r = r.and_then(|()| wait_console(&mut emu, console, KDB_RESUMED, timeout));
+    emu.stop(std::time::Duration::from_secs(1));
+    r.map(|()| 0)
+}
+
+/// Runs `cmds` at kdb's prompt on `line`, copying what kdb prints to `out`:
+/// waits for the prompt, types each command and a carriage return, pages
+/// through `more>` with a space, and after the last command (`go`) waits
+/// for no prompt. Each wait has `step`.
+pub fn kdb_batch(mut line: std::net::TcpStream, cmds: &[String], step: std::time::Duration, out: &mut dyn std::io::Write) -> Result<()> {
+    use std::io::{Read, Write};
+    line.set_read_timeout(Some(std::time::Duration::from_millis(200))).map_err(Error::io("kdb line"))?;
+    let mut seen = Vec::new();
+    let mut wait_prompt = |line: &mut std::net::TcpStream, what: &str| -> Result<()> {
+        let start = std::time::Instant::now();
+        let mut buf = [0u8; 4096];
+        loop {
+            match line.read(&mut buf) {
+                Ok(0) => return Err(Error::Infra(format!("the KGDB serial line closed while waiting for kdb's prompt {what}"))),
+                Ok(n) => {
+                    let _ = out.write_all(&buf[..n]);
+                    seen.extend_from_slice(&buf[..n]);
+                    let tail = String::from_utf8_lossy(&seen[seen.len().saturating_sub(16)..]).into_owned();
+                    let tail = tail.trim_end_matches([' ', '\r', '\n']);
+                    if tail.ends_with(KDB_MORE.trim_end()) {
+                        line.write_all(b" ").map_err(Error::io("kdb line"))?;
+                    } else if tail.ends_with(KDB_PROMPT.trim_end()) {
+                        seen.clear();
+                        return Ok(());
+                    }
+                }
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut | std::io::ErrorKind::Interrupted) => {}
+                Err(e) => return Err(Error::Infra(format!("the KGDB serial line: {e}"))),
+            }
+            if start.elapsed() > step {
+                return Err(Error::Infra(format!(
+                    "no kdb prompt on the KGDB serial line within {}s {what} (a kernel without CONFIG_KGDB_KDB speaks only gdb's protocol there)",
+                    step.as_secs()
+                )));
+            }
+        }
+    };
+    wait_prompt(&mut line, "at kgdbwait")?;
+    for (i, c) in cmds.iter().enumerate() {
+        line.write_all(format!("{}\r", c.trim()).as_bytes()).map_err(Error::io("kdb line"))?;
+        if i + 1 < cmds.len() {
+            wait_prompt(&mut line, &format!("after `{}`", c.trim()))?;
+        }
+    }
+    let _ = out.write_all(b"\n");
+    Ok(())
 }
 
 /// `exit status: N` or `signal: N (SIGSEGV)` for an exit code from [`crate::process`].
@@ -172,3 +266,60 @@ pub fn build_module(cache: &crate::cache::Cache, arch: &Arch, tc: &Toolchain, so
     Ok((out.success(), kos, log))
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{BufRead, Read, Write};
+
+    /// A stand-in kdb on a socket: a prompt, a paged `bt`, then `go`.
+    fn fake_kdb(l: TcpListener) -> Vec<String> {
+        let (c, _) = l.accept().unwrap();
+        let mut w = c.try_clone().unwrap();
+        let mut r = std::io::BufReader::new(c);
+        let mut got = Vec::new();
+        w.write_all(b"\r\nEntering kdb (current=0xffff, pid 1) due to Keyboard Entry\r\n[0]kdb> ").unwrap();
+        let mut read_cmd = |r: &mut std::io::BufReader<std::net::TcpStream>| {
+            let mut v = Vec::new();
+            r.read_until(b'\r', &mut v).unwrap();
+            String::from_utf8(v).unwrap().trim().to_string()
+        };
+        let bt = read_cmd(&mut r);
+        w.write_all(format!("{bt}\r\nStack traceback for pid 1\r\n kgdb_breakpoint+0x10\r\nmore> ").as_bytes()).unwrap();
+        let mut space = [0u8; 1];
+        r.read_exact(&mut space).unwrap();
+        got.push(format!("{bt}|{}", space[0] as char));
+        w.write_all(b"\r\n kernel_init+0x20\r\n[0]kdb> ").unwrap();
+        got.push(read_cmd(&mut r));
+        got
+    }
+
+    #[test]
+    fn kdb_batch_types_each_command_pages_and_ends_with_go() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || fake_kdb(l));
+        let line = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let mut out = Vec::new();
+        kdb_batch(line, &["bt".into(), "go".into()], std::time::Duration::from_secs(10), &mut out).unwrap();
+        assert_eq!(server.join().unwrap(), ["bt| ", "go"]);
+        let out = String::from_utf8(out).unwrap();
+        assert!(out.contains("kgdb_breakpoint+0x10") && out.contains("kernel_init+0x20"), "{out}");
+    }
+
+    #[test]
+    fn a_line_without_kdb_is_an_error_naming_the_config() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        // gdb's protocol only: no prompt ever comes.
+        let server = std::thread::spawn(move || {
+            let (mut c, _) = l.accept().unwrap();
+            c.write_all(b"$T05thread:01;#07").unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(1500));
+        });
+        let line = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let e = kdb_batch(line, &["go".into()], std::time::Duration::from_secs(1), &mut Vec::new()).unwrap_err();
+        assert!(e.to_string().contains("CONFIG_KGDB_KDB"), "{e}");
+        server.join().unwrap();
+    }
+}

@@ -306,9 +306,14 @@ fn closed_stdout_ends_quietly() {
 #[test]
 fn kgdb_on_a_board_without_a_kgdb_line_is_a_usage_error() {
     let env = Env::new();
-    let out = env.output(&["debug", "--board", "gem5-arm", "--kgdb", "--batch"]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("board gem5-arm (gem5) has no KGDB serial line") && err.contains("[qemu.kgdb]"), "{err}");
-    assert!(!err.contains("building"), "{err}");
+    for flag in ["--kgdb", "--kdb"] {
+        let out = env.output(&["debug", "--board", "gem5-arm", flag, "--batch"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains(&format!("board gem5-arm (gem5) has no KGDB serial line for {flag}")) && err.contains("[qemu.kgdb]"), "{err}");
+        assert!(!err.contains("building"), "{err}");
+    }
+    // kdb is a shell, not gdb: gdb breakpoints do not apply.
+    let out = env.output(&["debug", "--arch", "x86_64", "--kdb", "--break", "start_kernel"]);
+    assert_eq!(out.status.code(), Some(2));
 }

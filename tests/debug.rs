@@ -2,7 +2,8 @@
 //! start_kernel with a source-level backtrace and working lx-* scripts, and
 //! a module's init function is reachable after insmod via lx-symbols; and
 //! through KGDB instead of the emulator's stub, gdb stops at `kgdbwait`'s
-//! breakpoint over the board's second serial line.
+//! breakpoint over the board's second serial line; and kdb's shell on that
+//! line runs `bt` and `go`.
 
 mod common;
 use common::kmatrix;
@@ -94,6 +95,51 @@ fn kgdb_mips64_big_endian() {
 #[cfg_attr(not(kmatrix_real), ignore = "needs real compilers, QEMU and gdb-multiarch: set KMATRIX_TEST_REAL=1 (CI does)")]
 fn kgdb_mips64el() {
     stops_at_the_kgdb_breakpoint("mips64el");
+}
+
+/// The same line with kdb: the kernel stops at `kgdbwait` in kdb's shell;
+/// `bt` there shows kgdb's breakpoint, and after `go` the kernel runs on to
+/// its init (kmatrix waits for "Run /init as init process").
+fn kdb_shell_at_kgdbwait(arch: &str) {
+    {
+        let _slot = common::build_slot();
+        assert_eq!(kmatrix(&[&["build", "--arch", arch, "--profile", "debug"][..], common::shared_kernel(arch)].concat()).status.code(), Some(0));
+    }
+    let out = kmatrix(&[&["debug", "--arch", arch][..], common::shared_kernel(arch), &["--kdb", "--batch", "--ex", "bt", "--ex", "go"]].concat());
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{s}");
+    assert!(s.contains("kdb> "), "no kdb prompt: {s}");
+    assert!(s.contains("kgdb_breakpoint") || s.contains("kgdb_initial_breakpoint"), "kdb's bt shows no kgdb breakpoint: {s}");
+}
+
+#[test]
+#[cfg_attr(not(kmatrix_real), ignore = "needs real compilers, QEMU and gdb-multiarch: set KMATRIX_TEST_REAL=1 (CI does)")]
+fn kdb_x86_64() {
+    kdb_shell_at_kgdbwait("x86_64");
+}
+
+#[test]
+#[cfg_attr(not(kmatrix_real), ignore = "needs real compilers, QEMU and gdb-multiarch: set KMATRIX_TEST_REAL=1 (CI does)")]
+fn kdb_aarch64() {
+    kdb_shell_at_kgdbwait("aarch64");
+}
+
+#[test]
+#[cfg_attr(not(kmatrix_real), ignore = "needs real compilers, QEMU and gdb-multiarch: set KMATRIX_TEST_REAL=1 (CI does)")]
+fn kdb_arm_versatilepb() {
+    kdb_shell_at_kgdbwait("arm");
+}
+
+#[test]
+#[cfg_attr(not(kmatrix_real), ignore = "needs real compilers, QEMU and gdb-multiarch: set KMATRIX_TEST_REAL=1 (CI does)")]
+fn kdb_mips64_big_endian() {
+    kdb_shell_at_kgdbwait("mips64");
+}
+
+#[test]
+#[cfg_attr(not(kmatrix_real), ignore = "needs real compilers, QEMU and gdb-multiarch: set KMATRIX_TEST_REAL=1 (CI does)")]
+fn kdb_mips64el() {
+    kdb_shell_at_kgdbwait("mips64el");
 }
 
 #[test]

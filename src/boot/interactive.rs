@@ -122,6 +122,14 @@ pub fn run_terminal(cmd: &CommandSpec, terminal: &str, emu_log: &std::path::Path
         // Later announcements (none expected) are dropped.
         for _ in rx {}
     });
+    bridge(sock, &mut child)?;
+    Ok(child.stop(Duration::from_secs(1)).unwrap_or(0))
+}
+
+/// Joins a guest serial line on a socket to the user's terminal (raw mode)
+/// until Ctrl-A x or until `child` (the emulator) exits. Ctrl-A Ctrl-A
+/// sends one Ctrl-A, as in QEMU.
+pub fn bridge(sock: std::net::TcpStream, child: &mut Group) -> Result<()> {
     let _raw = RawMode::enter();
     let mut from_guest = sock.try_clone().map_err(Error::io("dup"))?;
     std::thread::spawn(move || {
@@ -165,7 +173,7 @@ pub fn run_terminal(cmd: &CommandSpec, terminal: &str, emu_log: &std::path::Path
             break;
         }
     }
-    Ok(child.stop(Duration::from_secs(1)).unwrap_or(0))
+    Ok(())
 }
 
 

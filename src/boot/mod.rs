@@ -17,7 +17,7 @@ pub mod console;
 pub mod interactive;
 
 pub use console::CmdResult;
-pub use interactive::{run_interactive, run_terminal, spawn_announcing, wait_listener};
+pub use interactive::{bridge, run_interactive, run_terminal, spawn_announcing, wait_listener};
 
 use std::io::{Read, Write};
 use std::path::PathBuf;

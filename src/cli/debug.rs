@@ -3,7 +3,8 @@
 //! port, and starts gdb-multiarch with the arch's settings, the lx-* scripts
 //! and a breakpoint. `--attach PORT` joins a VM started by `boot --gdb`.
 //! `--kgdb` debugs through the kernel's own stub instead: the board's KGDB
-//! serial line on a loopback port, `kgdboc=` and `kgdbwait`.
+//! serial line on a loopback port, `kgdboc=` and `kgdbwait`. `--kdb` puts
+//! the kernel's own shell (kdb) on that line instead of gdb.
 
 use std::path::PathBuf;
 
@@ -27,6 +28,11 @@ pub struct Args {
     /// boots to `kgdbwait` and gdb attaches at its breakpoint.
     #[arg(long, conflicts_with = "attach")]
     pub kgdb: bool,
+    /// kdb, the kernel's own debugger shell, on the KGDB serial line: the
+    /// kernel stops at `kgdbwait` and the line joins your terminal (with
+    /// --batch, the --ex commands run at kdb's prompt, then `go`).
+    #[arg(long, conflicts_with_all = ["attach", "kgdb", "breaks"])]
+    pub kdb: bool,
     /// Run without a terminal: attach, continue to the breakpoint, run the
     /// --ex commands, exit.
     #[arg(long)]
@@ -57,14 +63,15 @@ pub fn run(ctx: &Ctx, mut a: Args) -> Result<i32> {
         a.build.profile = Some("debug".into());
     }
     let backend = crate::emulator::of(board);
-    let kgdb_tty = match (a.kgdb, backend.kgdb_tty()) {
+    let kgdb_tty = match (a.kgdb || a.kdb, backend.kgdb_tty()) {
         (false, _) => None,
         (true, Some(tty)) => Some(tty),
         (true, None) => {
             return Err(Error::Usage(format!(
-                "board {} ({}) has no KGDB serial line: a QEMU board declares one as [qemu.kgdb] (args with {{port}}, and the guest's tty); `kmatrix debug` without --kgdb uses the emulator's own stub",
+                "board {} ({}) has no KGDB serial line for --{}: a QEMU board declares one as [qemu.kgdb] (args with {{port}}, and the guest's tty); `kmatrix debug` without it uses the emulator's own stub",
                 board.id,
-                backend.kind()
+                backend.kind(),
+                if a.kdb { "kdb" } else { "kgdb" }
             )))
         }
     };
@@ -77,7 +84,10 @@ pub fn run(ctx: &Ctx, mut a: Args) -> Result<i32> {
     if !manifest.dir.join("vmlinux-gdb.py").exists() {
         say("vmlinux-gdb.py is missing (CONFIG_GDB_SCRIPTS off?): the lx-* commands will not work");
     }
-    if a.breaks.is_empty() && !a.kgdb {
+    if a.kdb && !std::fs::read_to_string(manifest.dir.join(".config")).unwrap_or_default().contains("\nCONFIG_KGDB_KDB=y") {
+        return Err(Error::Usage(format!("--kdb needs CONFIG_KGDB_KDB=y, which the kernel in {} does not have (the `debug` profile turns it on)", manifest.dir.display())));
+    }
+    if a.breaks.is_empty() && kgdb_tty.is_none() {
         // KGDB starts after start_kernel: its first stop is kgdbwait's.
         a.breaks.push("start_kernel".into());
     }
@@ -124,6 +134,9 @@ pub fn run(ctx: &Ctx, mut a: Args) -> Result<i32> {
     let log = run_dir.join("console.log");
     let console = prepared.console_file.clone().unwrap_or_else(|| log.clone());
     say(&format!("guest console: {}", console.display()));
+    if a.kdb {
+        return debug::run_kdb(&prepared.command, &log, &console, port, a.batch.then_some(&a.ex[..]), board.timeout);
+    }
     let wait_for = if kgdb_tty.is_some() {
         say(&format!("KGDB serial line: 127.0.0.1:{port}; gdb attaches when the kernel waits for it"));
         Some(debug::KGDB_WAITING)
