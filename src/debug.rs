@@ -279,7 +279,7 @@ mod tests {
         let mut r = std::io::BufReader::new(c);
         let mut got = Vec::new();
         w.write_all(b"\r\nEntering kdb (current=0xffff, pid 1) due to Keyboard Entry\r\n[0]kdb> ").unwrap();
-        let mut read_cmd = |r: &mut std::io::BufReader<std::net::TcpStream>| {
+        let read_cmd = |r: &mut std::io::BufReader<std::net::TcpStream>| {
             let mut v = Vec::new();
             r.read_until(b'\r', &mut v).unwrap();
             String::from_utf8(v).unwrap().trim().to_string()

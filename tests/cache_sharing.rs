@@ -57,6 +57,9 @@ fn two_real_sweeps_share_a_build_and_a_kill9_mid_make_leaves_nothing() {
     });
     // The shared arm kernel is clang's from 6.12 (tests/common
     // `shared_kernel`); the warm-cache stand-in is gcc's quicker tinyconfig.
+    // Building the shared kernel: its queue and a build slot, so other tests
+    // wait for it without holding a slot (tests/common `build`).
+    let _building = (!shared_is_built).then(|| common::building_shared("arm"));
     let (config, toolchain, version) = if shared_is_built {
         (format!("config = '''\nCONFIG_LOCALVERSION=\"{tag}\"\n'''"), "gcc", "6.1")
     } else {

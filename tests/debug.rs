@@ -9,10 +9,7 @@ mod common;
 use common::kmatrix;
 
 fn stops_at_start_kernel(arch: &str) {
-    {
-        let _slot = common::build_slot();
-        assert_eq!(kmatrix(&[&["build", "--arch", arch, "--profile", "debug"][..], common::shared_kernel(arch)].concat()).status.code(), Some(0));
-    }
+    common::build_shared(arch);
     let out = kmatrix(&[&["debug", "--arch", arch][..], common::shared_kernel(arch), &["--batch", "--ex", "bt", "--ex", "lx-version"]].concat());
     let s = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{s}");
@@ -54,10 +51,7 @@ fn gdb_mips64el() {
 /// The same kernel, no emulator stub: `kgdboc=` on the board's KGDB line
 /// and `kgdbwait`, so the kernel stops in kgdb_breakpoint during boot.
 fn stops_at_the_kgdb_breakpoint(arch: &str) {
-    {
-        let _slot = common::build_slot();
-        assert_eq!(kmatrix(&[&["build", "--arch", arch, "--profile", "debug"][..], common::shared_kernel(arch)].concat()).status.code(), Some(0));
-    }
+    common::build_shared(arch);
     let out = kmatrix(&[&["debug", "--arch", arch][..], common::shared_kernel(arch), &["--kgdb", "--batch", "--ex", "bt", "--ex", "lx-version"]].concat());
     let s = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{s}");
@@ -101,10 +95,7 @@ fn kgdb_mips64el() {
 /// `bt` there shows kgdb's breakpoint, and after `go` the kernel runs on to
 /// its init (kmatrix waits for "Run /init as init process").
 fn kdb_shell_at_kgdbwait(arch: &str) {
-    {
-        let _slot = common::build_slot();
-        assert_eq!(kmatrix(&[&["build", "--arch", arch, "--profile", "debug"][..], common::shared_kernel(arch)].concat()).status.code(), Some(0));
-    }
+    common::build_shared(arch);
     let out = kmatrix(&[&["debug", "--arch", arch][..], common::shared_kernel(arch), &["--kdb", "--batch", "--ex", "bt", "--ex", "go"]].concat());
     let s = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{s}");
@@ -153,11 +144,9 @@ fn breaks_in_a_module_init_after_insmod() {
     .unwrap();
     std::fs::write(dir.path().join("Kbuild"), "obj-m := kmx_hello.o\n").unwrap();
     let d = dir.path().to_str().unwrap();
-    {
-        let _slot = common::build_slot();
-        let out = kmatrix(&["module", "build", "--arch", "aarch64", d]);
-        assert_eq!(out.status.code(), Some(0));
-    }
+    common::build_shared("aarch64");
+    let out = kmatrix(&["module", "build", "--arch", "aarch64", d]);
+    assert_eq!(out.status.code(), Some(0));
     let ko = dir.path().join("kmx_hello.ko");
     assert!(ko.is_file());
     let out = kmatrix(&[

@@ -87,10 +87,7 @@ fn poll_forward(port: u16, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Opt
 }
 
 fn lab(arch: &str) {
-    {
-        let _slot = common::build_slot();
-        assert_eq!(kmatrix(&[&["build", "--arch", arch, "--profile", "debug"][..], common::shared_kernel(arch)].concat()).status.code(), Some(0));
-    }
+    common::build_shared(arch);
     let share = tempfile::tempdir().unwrap();
     std::fs::write(share.path().join("hello.txt"), format!("written-on-the-host {arch}\n")).unwrap();
     let (http, served) = host_server();
@@ -155,10 +152,7 @@ fn lab_mips64el() {
 /// The ext4 disk root: built without mounting, booted as /dev/vda with no
 /// initramfs, and left unchanged by a boot that writes to it.
 fn disk_root(arch: &str) {
-    {
-        let _slot = common::build_slot();
-        assert_eq!(kmatrix(&[&["build", "--arch", arch, "--profile", "debug"][..], common::shared_kernel(arch)].concat()).status.code(), Some(0));
-    }
+    common::build_shared(arch);
     let dir = tempfile::tempdir().unwrap();
     let img = dir.path().join("root.ext4");
     let img_s = img.display().to_string();
@@ -209,10 +203,7 @@ fn disk_root_mips64el() {
 /// QEMU snapshots over QMP: a boot changes a file and saves the machine;
 /// a second boot loads that snapshot and finds the file as it was left.
 fn snapshot(arch: &str) {
-    {
-        let _slot = common::build_slot();
-        assert_eq!(kmatrix(&[&["build", "--arch", arch, "--profile", "debug"][..], common::shared_kernel(arch)].concat()).status.code(), Some(0));
-    }
+    common::build_shared(arch);
     let name = format!("t{}", std::process::id());
     let token = format!("state-{arch}-{name}");
     let start = Instant::now();
@@ -273,10 +264,8 @@ fn module_loads_from_a_share() {
     .unwrap();
     std::fs::write(dir.path().join("Kbuild"), "obj-m := kmx_share.o\n").unwrap();
     let d = dir.path().to_str().unwrap();
-    {
-        let _slot = common::build_slot();
-        assert_eq!(kmatrix(&["module", "build", "--arch", "aarch64", d]).status.code(), Some(0));
-    }
+    common::build_shared("aarch64");
+    assert_eq!(kmatrix(&["module", "build", "--arch", "aarch64", d]).status.code(), Some(0));
     let share = format!("{d}:mods");
     let out = kmatrix(&["boot", "--arch", "aarch64", "--check", "--share", &share, "--cmd", "insmod /mnt/mods/kmx_share.ko", "--cmd", "dmesg | grep kmx_share"]);
     let s = String::from_utf8_lossy(&out.stdout).to_string();
@@ -288,10 +277,7 @@ fn module_loads_from_a_share() {
 /// boot marker and to the end, with the spread printed (TCG without
 /// -icount follows the host's timing, so the counts are close, not equal).
 fn insns(arch: &str) {
-    {
-        let _slot = common::build_slot();
-        assert_eq!(kmatrix(&[&["build", "--arch", arch, "--profile", "debug"][..], common::shared_kernel(arch)].concat()).status.code(), Some(0));
-    }
+    common::build_shared(arch);
     let count = || {
         let out = kmatrix(&[&["boot", "--arch", arch, "--profile", "debug"][..], common::shared_kernel(arch), &["--count-insns"]].concat());
         let s = String::from_utf8_lossy(&out.stdout).to_string();

@@ -99,6 +99,14 @@ fn builtin_matrix() {
         let want = if b["kernel"]["id"] == "debian-6.12" { "arm/versatile-pb.dtb" } else { "versatile-pb.dtb" };
         assert!(targets.contains(&want), "{b}");
     }
+    // gem5-arm boots qemu-aarch64-virt's kernel: one build per kernel and
+    // config serves both (their descriptors keep the same config lines).
+    for k in ["debian-6.1", "debian-6.12"] {
+        for cfg in ["tiny", "debug"] {
+            let build = |board: &str| cells.iter().find(|c| s(c, "board") == board && s(c, "kernel") == k && s(c, "config") == cfg && s(c, "toolchain") == "gcc").map(|c| s(c, "build").to_string());
+            assert_eq!(build("gem5-arm"), build("qemu-aarch64-virt"), "gem5-arm and virt build apart for {k} {cfg}");
+        }
+    }
     let cells: Vec<Value> = cells.iter().filter(|c| s(c, "config") == "tiny" && s(c, "kernel") == "debian-6.1").cloned().collect();
     let cells = &cells;
 

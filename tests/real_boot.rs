@@ -8,7 +8,7 @@
 //! module and sweep tests all use. Kernels are built once into a shared
 //! cache (KMATRIX_TEST_CACHE, default target/kmatrix-test-cache) and reused
 //! by every test and every later run, two builds at a time at most
-//! (`common::build_slot`).
+//! (`common::build`).
 
 mod common;
 use common::kmatrix;
@@ -18,12 +18,12 @@ fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-/// Builds (or reuses) a machine's kernel in a build slot.
+/// Builds (or reuses) a machine's kernel (`common::build`: in a build slot
+/// the first time).
 fn ensure_built(extra: &[&str]) {
-    let _slot = common::build_slot();
     let mut args = vec!["build"];
     args.extend_from_slice(extra);
-    let out = kmatrix(&args);
+    let out = common::build(&args);
     assert_eq!(out.status.code(), Some(0), "build failed");
 }
 
@@ -97,7 +97,7 @@ fn dropped_config_symbol_is_reported() {
     // VIRTIO_BLK needs BLOCK and VIRTIO, both off in tinyconfig:
     // olddefconfig silently drops it.
     std::fs::write(&frag, "CONFIG_VIRTIO_BLK=y\n").unwrap();
-    let _slot = common::build_slot();
+    // Stops after configuring: no build slot needed.
     let out = kmatrix(&["build", "--arch", "x86_64", "--fragment", frag.to_str().unwrap()]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
