@@ -137,11 +137,14 @@ pub const KDB_RESUMED: &str = "Run /init as init process";
 /// terminal until Ctrl-A x or the emulator exits. The emulator is always
 /// stopped at the end.
 pub fn run_kdb(emulator: &CommandSpec, log: &Path, console: &Path, port: u16, batch: Option<&[String]>, timeout: std::time::Duration) -> Result<i32> {
+    use std::io::Write;
     let (mut emu, _rx) = crate::boot::spawn_announcing(emulator, log)?;
     wait_console(&mut emu, console, KGDB_WAITING, timeout)?;
     let sock = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(Error::io(format!("cannot connect to the KGDB serial line on 127.0.0.1:{port}")))?;
     let Some(cmds) = batch else {
         eprintln!("kmatrix: kdb on the KGDB serial line (127.0.0.1:{port}): `help`, `bt`, `ps`, `go` to run on; Ctrl-A x stops the machine");
+        // Its first prompt went out before we connected: ask for another.
+        let _ = (&sock).write_all(b"\r");
         let r = crate::boot::bridge(sock, &mut emu);
         emu.stop(std::time::Duration::from_secs(1));
         return r.map(|()| 0);
@@ -162,10 +165,11 @@ pub fn run_kdb(emulator: &CommandSpec, log: &Path, console: &Path, port: u16, ba
 /// through `more>` with a space, and after the last command (`go`) waits
 /// for no prompt. Each wait has `step`.
 pub fn kdb_batch(mut line: std::net::TcpStream, cmds: &[String], step: std::time::Duration, out: &mut dyn std::io::Write) -> Result<()> {
-    use std::io::{Read, Write};
+    use std::io::Write;
     line.set_read_timeout(Some(std::time::Duration::from_millis(200))).map_err(Error::io("kdb line"))?;
-    let mut seen = Vec::new();
-    let mut wait_prompt = |line: &mut std::net::TcpStream, what: &str| -> Result<()> {
+    fn wait_prompt(line: &mut std::net::TcpStream, what: &str, step: std::time::Duration, out: &mut dyn std::io::Write) -> Result<()> {
+        use std::io::{Read, Write};
+        let mut seen = Vec::new();
         let start = std::time::Instant::now();
         let mut buf = [0u8; 4096];
         loop {
@@ -179,7 +183,6 @@ pub fn kdb_batch(mut line: std::net::TcpStream, cmds: &[String], step: std::time
                     if tail.ends_with(KDB_MORE.trim_end()) {
                         line.write_all(b" ").map_err(Error::io("kdb line"))?;
                     } else if tail.ends_with(KDB_PROMPT.trim_end()) {
-                        seen.clear();
                         return Ok(());
                     }
                 }
@@ -193,16 +196,42 @@ pub fn kdb_batch(mut line: std::net::TcpStream, cmds: &[String], step: std::time
                 )));
             }
         }
-    };
-    wait_prompt(&mut line, "at kgdbwait")?;
+    }
+    // kdb printed its first prompt when it stopped, likely before anyone
+    // listened (QEMU drops a socket line's output while no client is
+    // connected): an empty line asks for a new one. Whatever else comes in
+    // the next moment (that first prompt, if it was kept) is read too, so
+    // that it is not taken for the prompt after the first command.
+    line.write_all(b"\r").map_err(Error::io("kdb line"))?;
+    wait_prompt(&mut line, "at kgdbwait", step, out)?;
+    drain(&mut line, std::time::Duration::from_millis(500), out);
     for (i, c) in cmds.iter().enumerate() {
         line.write_all(format!("{}\r", c.trim()).as_bytes()).map_err(Error::io("kdb line"))?;
         if i + 1 < cmds.len() {
-            wait_prompt(&mut line, &format!("after `{}`", c.trim()))?;
+            wait_prompt(&mut line, &format!("after `{}`", c.trim()), step, out)?;
         }
     }
+    // What kdb says after the last command (`go`: nothing, or its echo).
+    drain(&mut line, std::time::Duration::from_millis(500), out);
     let _ = out.write_all(b"\n");
     Ok(())
+}
+
+/// Copies what arrives on `line` during `quiet` to `out`.
+fn drain(line: &mut std::net::TcpStream, quiet: std::time::Duration, out: &mut dyn std::io::Write) {
+    use std::io::Read;
+    let start = std::time::Instant::now();
+    let mut buf = [0u8; 4096];
+    while start.elapsed() < quiet {
+        match line.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                let _ = out.write_all(&buf[..n]);
+            }
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut | std::io::ErrorKind::Interrupted) => {}
+            Err(_) => break,
+        }
+    }
 }
 
 /// `exit status: N` or `signal: N (SIGSEGV)` for an exit code from [`crate::process`].
@@ -278,12 +307,15 @@ mod tests {
         let mut w = c.try_clone().unwrap();
         let mut r = std::io::BufReader::new(c);
         let mut got = Vec::new();
+        // The banner and first prompt, which a real line may have dropped.
         w.write_all(b"\r\nEntering kdb (current=0xffff, pid 1) due to Keyboard Entry\r\n[0]kdb> ").unwrap();
         let read_cmd = |r: &mut std::io::BufReader<std::net::TcpStream>| {
             let mut v = Vec::new();
             r.read_until(b'\r', &mut v).unwrap();
             String::from_utf8(v).unwrap().trim().to_string()
         };
+        assert_eq!(read_cmd(&mut r), "", "an empty line first, for a fresh prompt");
+        w.write_all(b"\r\n[0]kdb> ").unwrap();
         let bt = read_cmd(&mut r);
         w.write_all(format!("{bt}\r\nStack traceback for pid 1\r\n kgdb_breakpoint+0x10\r\nmore> ").as_bytes()).unwrap();
         let mut space = [0u8; 1];
