@@ -37,6 +37,7 @@ pub mod kconfig;
 pub mod machine;
 pub mod outcome;
 pub mod plan;
+pub mod postmortem;
 pub mod preflight;
 pub mod process;
 pub mod recipe;

@@ -180,6 +180,8 @@ pub struct BootOptions {
     pub lab: Lab,
     /// Count guest instructions to the marker and to the end.
     pub count_insns: bool,
+    /// `--dump`: on a panic the guest waits (panic=0) to be dumped over QMP.
+    pub dump: bool,
 }
 
 /// What a boot asks of the lab (`--share`, `--net`, `--disk`, `--rootfs`,
@@ -192,10 +194,21 @@ pub struct Lab {
     pub disks: Vec<crate::emulator::Disk>,
     /// Boot this ext4 image as the root (`/dev/vda`) instead of an initramfs.
     pub rootfs: Option<PathBuf>,
+    /// The root is a whole OS (`--rootfs debian`): its own init (systemd),
+    /// a cloud-init seed, ssh on a forwarded port.
+    pub distro: Option<Distro>,
     /// Save the machine under this name after the commands (QEMU snapshots).
     pub snapshot_save: Option<String>,
     /// Start from the snapshot of this name; the guest then runs this boot's commands.
     pub snapshot_load: Option<String>,
+}
+
+/// A whole-OS root's boot settings.
+#[derive(Debug, Clone, Default)]
+pub struct Distro {
+    pub hostname: Option<String>,
+    /// Filled in by [`prepare_boot`]: how to reach the guest's sshd.
+    pub ssh: Option<crate::boot::distro::Ssh>,
 }
 
 /// A boot ready to run: the emulator argv and the marker nonce.
@@ -211,6 +224,10 @@ pub struct PreparedBoot {
     pub at_snapshot: Option<crate::boot::SnapshotHook>,
     /// Where the instruction counts appear (`count_insns`).
     pub insns_log: Option<PathBuf>,
+    /// A whole-OS boot: how to reach its sshd (also in `<run>/ssh.json`).
+    pub ssh: Option<crate::boot::distro::Ssh>,
+    /// `--dump`: the QMP socket that pauses and dumps a panicked guest.
+    pub dump_qmp: Option<PathBuf>,
 }
 
 /// Writes the initramfs for this boot into `run_dir` and renders the
@@ -295,6 +312,17 @@ pub fn prepare_boot(
     if o.count_insns && o.interactive {
         return Err(Error::Usage("--count-insns counts a non-interactive boot (--check or --cmd): the counts are read when the emulator exits".into()));
     }
+    if o.dump
+        && let Err(why) = backend.dump_args()
+    {
+        return Err(Error::Usage(format!("board `{}` cannot dump a panicked guest (--dump): {why}", board.id)));
+    }
+    if o.dump && o.interactive {
+        return Err(Error::Usage("--dump goes with --check or --cmd: the boot is judged, and a panic dumped, by kmatrix".into()));
+    }
+    if o.lab.distro.is_some() && !f.net {
+        return refuse("network for ssh into a whole OS (--rootfs debian): its descriptor has no [qemu.net]");
+    }
     if o.lab.rootfs.is_some() && !f.disks {
         return refuse("disk root (--rootfs): its descriptor has no [qemu.disk]");
     }
@@ -307,7 +335,28 @@ pub fn prepare_boot(
     // The init whose marker function ends "to the marker" (a disk root
     // carries its own: only the total is counted).
     let mut marker_init: Option<PathBuf> = None;
-    let initrd = if let Some(img) = &o.lab.rootfs {
+    let mut ssh = None;
+    let mut net = o.lab.net.clone();
+    let initrd = if let (Some(img), Some(d)) = (&o.lab.rootfs, &o.lab.distro) {
+        // A whole OS boots its own init (systemd) with the root behind an
+        // overlay and a NoCloud seed on the next disk.
+        std::fs::create_dir_all(run_dir).map_err(Error::io(format!("cannot create {}", run_dir.display())))?;
+        let overlay = crate::rootfs::disk::overlay(img, run_dir)?;
+        disks.insert(0, crate::emulator::Disk { file: overlay, format: "qcow2".into(), readonly: false });
+        let key = crate::boot::distro::key(cache)?;
+        // Debian's hostname(1) refuses '_' (x86_64).
+        let hostname = d.hostname.clone().unwrap_or_else(|| format!("kmx-{}", board.arch.replace('_', "-")));
+        let seed = crate::boot::distro::seed(run_dir, &hostname, &format!("kmatrix-{nonce}"), &crate::boot::distro::public_keys(&key))?;
+        disks.push(crate::emulator::Disk { file: seed, format: "raw".into(), readonly: true });
+        let port = crate::debug::free_port()?;
+        net.get_or_insert_with(Default::default).forwards.push((port, 22));
+        let s = crate::boot::distro::Ssh { port, key, user: "root".into() };
+        let json = serde_json::json!({ "port": port, "key": s.key, "user": s.user, "board": board.id, "hostname": hostname, "command": s.command_line() });
+        crate::cache::write_atomic(&run_dir.join("ssh.json"), json.to_string().as_bytes())?;
+        ssh = Some(s);
+        append.extend(["root=/dev/vda", "rw", "rootfstype=ext4", "rootwait"].map(String::from));
+        None
+    } else if let Some(img) = &o.lab.rootfs {
         // The image stays as it is: the boot writes to an overlay, and its
         // configuration comes on a conf disk (one image, any boot).
         std::fs::create_dir_all(run_dir).map_err(Error::io(format!("cannot create {}", run_dir.display())))?;
@@ -367,6 +416,12 @@ pub fn prepare_boot(
         None
     };
     let insns_log = insns.as_ref().map(|n| n.log.clone());
+    let dump_qmp = o.dump.then(|| run_dir.join("qmp.sock"));
+    if o.dump {
+        // A panicked kernel then waits in panic() (instead of rebooting,
+        // which -no-reboot turns into QEMU's exit) until it is dumped.
+        append.push("panic=0".into());
+    }
     let inputs = crate::emulator::BootInputs {
         // A build shared by several boards records the first one's image
         // (QEMU virt's Image); this board may want another (gem5's vmlinux).
@@ -390,10 +445,11 @@ pub fn prepare_boot(
         halted: o.halted,
         kgdb_port: o.kgdb_port,
         shares: o.lab.shares.clone(),
-        net: o.lab.net.clone(),
+        net,
         disks,
         snapshot,
         insns,
+        dump_qmp: dump_qmp.clone(),
     };
     Ok(PreparedBoot {
         command: backend.command(board, &inputs),
@@ -403,6 +459,8 @@ pub fn prepare_boot(
         explain: backend.explainer(),
         at_snapshot,
         insns_log,
+        ssh,
+        dump_qmp,
     })
 }
 

@@ -73,6 +73,8 @@ pub struct Console {
     pub cmds: Vec<CmdResult>,
     current: Option<CmdResult>,
     pub uname: Option<String>,
+    /// When a getty's `<host> login:` line came (a whole-OS root).
+    pub login_at: Option<Duration>,
 }
 
 impl Console {
@@ -99,6 +101,7 @@ impl Console {
             cmds: Vec::new(),
             current: None,
             uname: None,
+            login_at: None,
         }
     }
 
@@ -141,6 +144,9 @@ impl Console {
                 cur.output_cut += l.len() + 1;
             }
         }
+        if self.login_at.is_none() && is_login_prompt(l) {
+            self.login_at = Some(self.start.elapsed());
+        }
         if self.panic_line.is_none() && self.pats.panic.is_match(l) {
             self.panic_line = Some(l.trim().to_string());
         } else if self.oops_line.is_none() && self.pats.oops.is_match(l) && !l.contains("KMATRIX-") {
@@ -181,6 +187,12 @@ impl Console {
             }
         }
     }
+}
+
+/// agetty's `<hostname> login: ` (with `root (automatic login)` after it
+/// under autologin).
+fn is_login_prompt(l: &str) -> bool {
+    l.split_once(" login: ").is_some_and(|(host, _)| !host.is_empty() && !host.contains(char::is_whitespace))
 }
 
 fn memchr(b: u8, s: &[u8]) -> Option<usize> {

@@ -14,6 +14,7 @@
 //! result), and [`console::Console`] keeps bounded state.
 
 pub mod console;
+pub mod distro;
 pub mod interactive;
 
 pub use console::CmdResult;
@@ -49,6 +50,14 @@ pub struct BootResult {
     pub warnings: Vec<String>,
     pub exit_status: Option<i32>,
     pub uname: Option<String>,
+    /// A whole-OS boot: from spawn to the getty's login prompt and to the
+    /// first ssh command that ran, and what systemd said of the boot.
+    pub login_at: Option<Duration>,
+    pub ssh_at: Option<Duration>,
+    pub system_state: Option<String>,
+    /// `--dump`: what [`BootSpec::at_panic`] gave, if the guest panicked.
+    #[serde(skip)]
+    pub dumped: Option<std::result::Result<u64, String>>,
     /// Console bytes read in all, and whether the log was cut.
     pub console_bytes: u64,
     pub log_cut: bool,
@@ -77,7 +86,15 @@ pub struct BootSpec {
     /// Run once when the init says it waits for a snapshot; an error ends
     /// the boot as an infrastructure error.
     pub at_snapshot: Option<SnapshotHook>,
+    /// A whole-OS boot is judged by this probe (ssh into the guest), not by
+    /// kmatrix's init markers; it runs on its own thread from the spawn.
+    pub probe: Option<distro::Probe>,
+    /// `--dump`: run when the guest has panicked and before it is stopped
+    /// (pauses it and dumps its memory; Ok is the dump's size).
+    pub at_panic: Option<PanicHook>,
 }
+
+pub type PanicHook = Box<dyn Fn() -> std::result::Result<u64, String> + Send + Sync>;
 
 /// What saves the machine while the guest waits.
 pub type SnapshotHook = Box<dyn Fn() -> std::result::Result<(), String> + Send + Sync>;
@@ -224,7 +241,15 @@ pub fn run(spec: &BootSpec) -> Result<BootResult> {
     drop(tx);
 
     let mut con = Console::new(&spec.nonce, start, spec.cmds);
-    let policy = StopPolicy::new(spec.timeout, spec.no_output_timeout);
+    let mut policy = StopPolicy::new(spec.timeout, spec.no_output_timeout);
+    let probe_stop = Arc::new(AtomicBool::new(false));
+    let probe = spec.probe.as_ref().map(|p| {
+        // A guest asked to power off over ssh takes its time under TCG.
+        policy.done_grace = Duration::from_secs(120);
+        distro::spawn(p.clone(), start, probe_stop.clone())
+    });
+    let mut probed: Option<distro::ProbeResult> = None;
+    let mut dumped = None;
     let mut bytes_seen = 0u64;
     let mut last_output = Instant::now();
     let mut eofs = 0;
@@ -269,7 +294,14 @@ pub fn run(spec: &BootSpec) -> Result<BootResult> {
         if con.panic_line.is_some() && panic_at.is_none() {
             panic_at = Some(now);
         }
-        if con.done && done_at.is_none() {
+        if probed.is_none()
+            && let Some(rx) = &probe
+            && let Ok(r) = rx.try_recv()
+        {
+            probed = Some(r);
+        }
+        let finished = if probe.is_some() { probed.is_some() } else { con.done };
+        if finished && done_at.is_none() {
             done_at = Some(now);
         }
         if con.snapshot_ready && !snapshot_taken {
@@ -286,6 +318,11 @@ pub fn run(spec: &BootSpec) -> Result<BootResult> {
             if stop == Stop::DidNotPowerOff {
                 con.warnings.push("the machine did not stop after the init finished; killed".into());
             }
+            if stop == Stop::AfterPanic
+                && let Some(hook) = &spec.at_panic
+            {
+                dumped = Some(hook());
+            }
             let grace = if matches!(stop, Stop::Timeout(_)) { Duration::from_secs(1) } else { Duration::from_millis(500) };
             break (stop, child.stop(grace));
         }
@@ -295,6 +332,12 @@ pub fn run(spec: &BootSpec) -> Result<BootResult> {
         }
     };
     stop_tail.store(true, Ordering::Relaxed);
+    probe_stop.store(true, Ordering::Relaxed);
+    if probed.is_none()
+        && let Some(rx) = &probe
+    {
+        probed = rx.recv_timeout(Duration::from_secs(15)).ok();
+    }
     con.finish();
     let total = start.elapsed();
     let emu_error = (spec.explain)(&emu.text);
@@ -302,16 +345,30 @@ pub fn run(spec: &BootSpec) -> Result<BootResult> {
         con.warnings.push(format!("console log cut at {} bytes of {bytes_seen}", log.limit));
     }
     let _ = writeln!(log.file, "\n# kmatrix: emulator exit status {exit_status:?} after {:.2}s", total.as_secs_f64());
-    let outcome = console::judge(&con, &stop, exit_status, emu_error.as_deref());
+    let (outcome, mut cmds, ssh_at, system_state) = match (&spec.probe, probed) {
+        (None, _) => (console::judge(&con, &stop, exit_status, emu_error.as_deref()), std::mem::take(&mut con.cmds), None, None),
+        (Some(_), p) => {
+            let p = p.unwrap_or_default();
+            con.warnings.extend(p.warnings.iter().cloned());
+            if con.uname.is_none() {
+                con.uname = p.uname.clone();
+            }
+            (distro::judge(&con, &stop, exit_status, emu_error.as_deref(), &p), p.cmds, p.ssh_at, p.state)
+        }
+    };
     Ok(BootResult {
         outcome,
-        boot_to_marker: con.marker_at,
+        boot_to_marker: con.marker_at.or(ssh_at),
         total,
         log: spec.log.clone(),
-        cmds: std::mem::take(&mut con.cmds),
+        cmds: std::mem::take(&mut cmds),
         warnings: std::mem::take(&mut con.warnings),
         exit_status,
         uname: con.uname.take(),
+        login_at: con.login_at,
+        ssh_at,
+        system_state,
+        dumped,
         console_bytes: bytes_seen,
         log_cut: log.cut,
     })
@@ -345,6 +402,8 @@ mod tests {
             log_limit: DEFAULT_LOG_LIMIT,
             explain: crate::emulator::qemu::explain,
             at_snapshot: None,
+        probe: None,
+        at_panic: None,
         };
         let r = run(&spec).unwrap();
         std::mem::forget(dir);
@@ -368,6 +427,8 @@ mod tests {
             log_limit: DEFAULT_LOG_LIMIT,
             explain: crate::emulator::gem5::explain,
             at_snapshot: None,
+        probe: None,
+        at_panic: None,
         };
         (run(&spec).unwrap(), dir)
     }

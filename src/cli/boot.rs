@@ -68,6 +68,11 @@ pub struct Args {
     /// until the emulator exits (QEMU: a TCG plugin kmatrix builds).
     #[arg(long)]
     pub count_insns: bool,
+    /// When the kernel panics, pause the guest, dump its memory over QMP
+    /// and show the panicking task's backtrace (drgn). QEMU on boards with
+    /// [qemu.dump]; with --check or --cmd. Implies --profile debug.
+    #[arg(long)]
+    pub dump: bool,
     /// gem5: take a checkpoint right after the boot marker, into DIR.
     #[arg(long, value_name = "DIR", conflicts_with = "restore")]
     pub checkpoint: Option<PathBuf>,
@@ -77,14 +82,27 @@ pub struct Args {
     pub restore: Option<PathBuf>,
 }
 
+/// `--rootfs debian`'s default limit.
+const DISTRO_TIMEOUT: Duration = Duration::from_secs(1800);
+
 pub fn run(ctx: &Ctx, mut a: Args) -> Result<i32> {
-    // gdb and the lab devices need the debug profile's kernel.
-    if (a.gdb || a.lab.any()) && a.build.profile.is_none() {
+    // gdb, the lab devices and dumps (VMCOREINFO) need the debug profile's kernel.
+    if (a.gdb || a.lab.any() || a.dump) && a.build.profile.is_none() {
         a.build.profile = Some("debug".into());
     }
-    let lab = a.lab.parse()?;
+    let mut lab = a.lab.parse()?;
     let reg = ctx.registry()?;
     let board = select_board(&reg, a.build.arch.as_deref(), a.build.board.as_deref())?;
+    if lab.distro.is_some() {
+        // Made before the kernel: a missing port or tool is said at once.
+        let arch = &reg.arches[&board.arch];
+        let size = crate::rootfs::debian::DEFAULT_SIZE_MIB;
+        let img = match crate::rootfs::debian::find(&ctx.cache, arch, None, size)? {
+            Some(img) => img,
+            None => crate::rootfs::debian::build(&ctx.cache, arch, None, size, &say)?,
+        };
+        lab.rootfs = Some(img.path);
+    }
     let mut opts = a.build.options()?;
     opts.work = crate::preflight::Work::Boot;
     let interactive = !a.check && a.cmds.is_empty() && !a.count_insns;
@@ -130,6 +148,7 @@ pub fn run(ctx: &Ctx, mut a: Args) -> Result<i32> {
         restore,
         lab,
         count_insns: a.count_insns,
+        dump: a.dump,
     };
     let prepared = machine::prepare_boot(&ctx.cache, &reg, board, &opts.toolchain, &manifest, &bopts, &run_dir, &say)?;
     let (cmd, nonce) = (prepared.command, prepared.nonce);
@@ -146,16 +165,35 @@ pub fn run(ctx: &Ctx, mut a: Args) -> Result<i32> {
     if let (Some(port), crate::emulator::GdbPort::Chosen) = (gdb_port, backend.gdb_port()) {
         attach_hint(port);
     }
+    if let Some(s) = &prepared.ssh {
+        say(&format!("ssh into the guest once it is up: kmatrix ssh {sel}   (or: {})", s.command_line()));
+    }
     if interactive {
         say(&backend.interactive_banner(board, &run_dir));
         say(&format!("{cmd}"));
         return backend.interactive(&cmd, &run_dir, &mut |port| attach_hint(port));
     }
-    let timeout = a.timeout.map(Duration::from_secs).unwrap_or(board.timeout);
-    let no_output = (a.no_output_timeout > 0 && backend.silence_is_a_hang()).then(|| Duration::from_secs(a.no_output_timeout));
-    let r = boot::run(&BootSpec { command: cmd, nonce, timeout, no_output_timeout: no_output, log: run_dir.join("console.log"), echo: a.console, console_file: prepared.console_file.clone(), cmds: a.cmds.len(), log_limit: a.console_log_limit << 20, explain: prepared.explain, at_snapshot: prepared.at_snapshot })?;
+    let probe = prepared.ssh.as_ref().map(|s| boot::distro::Probe { ssh: s.clone(), cmds: a.cmds.clone(), poweroff: board.poweroff.as_str().to_string(), keep_running: false });
+    // A whole OS under TCG takes minutes (cloud-init, sshd's host keys),
+    // and its console may rest while it works.
+    let timeout = a.timeout.map(Duration::from_secs).unwrap_or(if probe.is_some() { DISTRO_TIMEOUT } else { board.timeout });
+    let no_output = (a.no_output_timeout > 0 && backend.silence_is_a_hang() && probe.is_none()).then(|| Duration::from_secs(a.no_output_timeout));
+    let vmcore = run_dir.join("vmcore");
+    let at_panic: Option<boot::PanicHook> = prepared.dump_qmp.clone().map(|q| -> boot::PanicHook {
+        let out = vmcore.clone();
+        Box::new(move || crate::postmortem::pause_and_dump(&q, &out))
+    });
+    let r = boot::run(&BootSpec { command: cmd, nonce, timeout, no_output_timeout: no_output, log: run_dir.join("console.log"), echo: a.console, console_file: prepared.console_file.clone(), cmds: a.cmds.len(), log_limit: a.console_log_limit << 20, explain: prepared.explain, at_snapshot: prepared.at_snapshot, probe, at_panic })?;
 
     print_result(&r, &a.cmds, &board.id);
+    if a.dump {
+        let d = match &r.dumped {
+            None => crate::postmortem::Dump { error: Some("the kernel did not panic: nothing dumped".into()), ..Default::default() },
+            Some(Err(e)) => crate::postmortem::Dump { error: Some(format!("no dump: {e}")), ..Default::default() },
+            Some(Ok(bytes)) => crate::postmortem::analyze(&ctx.cache, &vmcore, *bytes, &manifest.vmlinux, &say),
+        };
+        print_dump(&d);
+    }
     if let Some(log) = &prepared.insns_log {
         let c = crate::emulator::insns::read(log);
         let n = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_else(|| "-".into());
@@ -181,10 +219,32 @@ fn print_result(r: &boot::BootResult, cmds: &[String], board: &str) {
         Some(d) => format!("{name}  {d}"),
         None => name,
     };
-    let marker = r.boot_to_marker.map(|d| format!("boot to marker {:.2}s, ", d.as_secs_f64())).unwrap_or_default();
+    let marker = match (r.login_at, r.ssh_at) {
+        (None, None) => r.boot_to_marker.map(|d| format!("boot to marker {:.2}s, ", d.as_secs_f64())).unwrap_or_default(),
+        (login, ssh) => {
+            let t = |d: Option<Duration>| d.map(|d| format!("{:.1}s", d.as_secs_f64())).unwrap_or_else(|| "-".into());
+            format!("login prompt {}, ssh {}, systemd {}, ", t(login), t(ssh), r.system_state.as_deref().unwrap_or("-"))
+        }
+    };
     println!("{verdict}  {} ({}{}total {:.2}s)", board, r.uname.as_deref().map(|u| format!("{u}; ")).unwrap_or_default(), marker, r.total.as_secs_f64());
     for w in &r.warnings {
         println!("  warning: {w}");
     }
     println!("console log: {}", r.log.display());
+}
+
+/// The dump and the panicking task's frames.
+fn print_dump(d: &crate::postmortem::Dump) {
+    if let Some(v) = &d.vmcore {
+        println!("dump: {} ({} MiB)", v.display(), d.bytes >> 20);
+    }
+    if let Some(t) = &d.task {
+        println!("panicking task: {t}");
+    }
+    for (i, f) in d.frames.iter().enumerate() {
+        println!("  #{i:<2} {f}");
+    }
+    if let Some(e) = &d.error {
+        println!("dump: {e}");
+    }
 }

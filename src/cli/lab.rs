@@ -28,9 +28,14 @@ pub struct LabArgs {
     pub disks: Vec<String>,
     /// Boot this ext4 image (`kmatrix rootfs build`) as the root, /dev/vda,
     /// with no initramfs; the boot writes to a qcow2 overlay, never to the
-    /// image. Implies --profile debug.
-    #[arg(long, value_name = "IMG")]
+    /// image. `debian`: a whole Debian (`kmatrix rootfs debian`, made when
+    /// missing) with systemd, a cloud-init seed and ssh on a forwarded
+    /// loopback port (`kmatrix ssh`). Implies --profile debug.
+    #[arg(long, value_name = "IMG|debian")]
     pub rootfs: Option<PathBuf>,
+    /// The guest's hostname (`--rootfs debian`; default kmx-<arch>).
+    #[arg(long, value_name = "NAME", requires = "rootfs")]
+    pub hostname: Option<String>,
     /// After the --cmd commands, save the machine under NAME (QEMU; kept
     /// per board and kernel build). Implies --profile debug.
     #[arg(long, value_name = "NAME", conflicts_with = "snapshot_load")]
@@ -67,12 +72,23 @@ impl LabArgs {
             Some(other) => return Err(Error::Usage(format!("--net {other}: expected `user`"))),
         };
         let disks = self.disks.iter().map(|d| disk(d)).collect::<Result<Vec<_>>>()?;
+        let debian = self.rootfs.as_deref() == Some(std::path::Path::new("debian"));
+        if let Some(h) = &self.hostname
+            && !crate::boot::distro::valid_hostname(h)
+        {
+            return Err(Error::Usage(format!("--hostname {h:?}: letters, digits and '-' only, at most 63")));
+        }
+        if self.hostname.is_some() && !debian {
+            return Err(Error::Usage("--hostname goes with --rootfs debian (cloud-init sets it)".into()));
+        }
         let rootfs = match &self.rootfs {
+            _ if debian => None,
             Some(p) if p.is_file() => Some(p.canonicalize().map_err(Error::io(format!("--rootfs {}", p.display())))?),
-            Some(p) => return Err(Error::Usage(format!("--rootfs {}: no such image (make one with `kmatrix rootfs build --arch <arch>`)", p.display()))),
+            Some(p) => return Err(Error::Usage(format!("--rootfs {}: no such image (make one with `kmatrix rootfs build --arch <arch>`, or say `--rootfs debian`)", p.display()))),
             None => None,
         };
-        Ok(Lab { shares, net, disks, rootfs, snapshot_save: self.snapshot_save.clone(), snapshot_load: self.snapshot_load.clone() })
+        let distro = debian.then(|| crate::machine::Distro { hostname: self.hostname.clone(), ssh: None });
+        Ok(Lab { shares, net, disks, rootfs, distro, snapshot_save: self.snapshot_save.clone(), snapshot_load: self.snapshot_load.clone() })
     }
 }
 

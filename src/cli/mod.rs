@@ -19,6 +19,7 @@ mod rootfs;
 mod setup;
 mod show;
 mod snapshot;
+mod ssh;
 mod sweep;
 
 use std::path::PathBuf;
@@ -79,10 +80,12 @@ pub enum Cmd {
     Module(module::Args),
     /// Build gem5 from source and record it for the gem5 boards.
     Emulator(emulator::Args),
-    /// Build guest root filesystems (an ext4 disk root for `boot --rootfs`).
+    /// Build guest root filesystems (an ext4 disk root, or a whole Debian, for `boot --rootfs`).
     Rootfs(rootfs::Args),
     /// QEMU snapshots of a running interactive boot, and those in the cache.
     Snapshot(snapshot::Args),
+    /// ssh into a running whole-OS boot (`boot --rootfs debian`).
+    Ssh(ssh::Args),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions(completions::Args),
 }
@@ -164,6 +167,7 @@ pub fn main() -> i32 {
         Cmd::Emulator(a) => emulator::run(&ctx, a),
         Cmd::Rootfs(a) => rootfs::run(&ctx, a),
         Cmd::Snapshot(a) => snapshot::run(&ctx, a),
+        Cmd::Ssh(a) => ssh::run(&ctx, a),
         Cmd::Completions(a) => completions::run(a),
     };
     match result {

@@ -1,5 +1,6 @@
 //! `kmatrix rootfs build --arch X`: kmatrix's userland (init, busybox) as an
-//! ext4 disk root for `boot --rootfs`, made without mounting or root.
+//! ext4 disk root for `boot --rootfs`, made without mounting or root;
+//! `kmatrix rootfs debian --arch X`: a whole Debian for `boot --rootfs debian`.
 
 use std::path::PathBuf;
 
@@ -28,6 +29,21 @@ pub enum Cmd {
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
     },
+    /// Bootstrap a whole Debian bookworm (systemd, dbus, sshd, cloud-init)
+    /// for a machine's arch as an ext4 image and print its path; `kmatrix
+    /// boot --rootfs debian` boots it.
+    Debian {
+        #[arg(long)]
+        arch: Option<String>,
+        #[arg(long)]
+        board: Option<String>,
+        /// The Debian mirror (default: mmdebstrap's, deb.debian.org).
+        #[arg(long, value_name = "URL")]
+        mirror: Option<String>,
+        /// Image size in MiB (the image is sparse).
+        #[arg(long, value_name = "MIB", default_value_t = crate::rootfs::debian::DEFAULT_SIZE_MIB)]
+        size: u64,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -37,7 +53,10 @@ pub struct Args {
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
-    let Cmd::Build { arch, board, toolchain, busybox, size, out } = a.cmd;
+    let (arch, board, toolchain, busybox, size, out) = match a.cmd {
+        Cmd::Build { arch, board, toolchain, busybox, size, out } => (arch, board, toolchain, busybox, size, out),
+        Cmd::Debian { arch, board, mirror, size } => return debian(ctx, arch, board, mirror, size),
+    };
     let reg = ctx.registry()?;
     let board = select_board(&reg, arch.as_deref(), board.as_deref())?;
     if size < 8 {
@@ -80,5 +99,26 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     };
     say(&format!("ext4 root for {} ({size} MiB; boot it with `kmatrix boot --board {} --rootfs IMG`):", board.id, board.id));
     println!("{}", img.display());
+    Ok(exit::OK)
+}
+
+fn debian(ctx: &Ctx, arch: Option<String>, board: Option<String>, mirror: Option<String>, size: u64) -> Result<i32> {
+    let reg = ctx.registry()?;
+    let board = select_board(&reg, arch.as_deref(), board.as_deref())?;
+    if size < 1024 {
+        return Err(Error::Usage(format!("--size {size}: a Debian root needs at least 1024 MiB")));
+    }
+    let t = std::time::Instant::now();
+    let img = crate::rootfs::debian::build(&ctx.cache, &reg.arches[&board.arch], mirror.as_deref(), size, &say)?;
+    let n = std::fs::read_to_string(&img.packages).map(|s| s.lines().count()).unwrap_or(0);
+    say(&format!(
+        "Debian {} {} ({n} packages, versions in {}; {:.0}s); boot it with `kmatrix boot --board {} --rootfs debian`:",
+        crate::rootfs::debian::SUITE,
+        img.debian_arch,
+        img.packages.display(),
+        t.elapsed().as_secs_f64(),
+        board.id
+    ));
+    println!("{}", img.path.display());
     Ok(exit::OK)
 }

@@ -612,6 +612,15 @@ fn resolve_board(
                 disk_reversed: q.disk.as_ref().is_some_and(|x| x.reversed),
                 disk: q.disk.map(|x| x.args.into_iter().map(Spanned::into_inner).collect()),
                 kgdb: q.kgdb.map(|k| Kgdb { args: k.args.into_iter().map(Spanned::into_inner).collect(), tty: k.tty.into_inner() }),
+                dump: q.dump.map(|x| match x.unsupported {
+                    Some(why) => {
+                        if !x.args.is_empty() {
+                            d.error(file, why.span(), "[qemu.dump] has `args` and `unsupported`: a machine dumps or says why not, not both");
+                        }
+                        Err(why.into_inner())
+                    }
+                    None => Ok(x.args.into_iter().map(Spanned::into_inner).collect()),
+                }),
             }))
         }
         (None, Some(g)) => {

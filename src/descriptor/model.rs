@@ -188,6 +188,9 @@ pub struct Qemu {
     pub disk_reversed: bool,
     /// KGDB's serial line (None: the board has none).
     pub kgdb: Option<Kgdb>,
+    /// `--dump`: the extra arguments (Ok), or why the machine cannot (Err);
+    /// None when the descriptor says nothing.
+    pub dump: Option<std::result::Result<Vec<String>, String>>,
 }
 
 /// A serial line for KGDB: argument templates (`{port}`: the loopback TCP

@@ -135,6 +135,17 @@ pub struct RawQemu {
     /// KGDB's serial line: the arguments that attach it to a loopback port
     /// (`{port}`) and its tty in the guest (`kgdboc=`).
     pub kgdb: Option<RawQemuKgdb>,
+    /// Post-mortem dumps (`--dump`): the devices a dump needs, or why this
+    /// machine cannot give one.
+    pub dump: Option<RawQemuDump>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawQemuDump {
+    #[serde(default)]
+    pub args: Vec<S<String>>,
+    pub unsupported: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

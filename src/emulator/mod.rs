@@ -64,6 +64,8 @@ pub struct BootInputs {
     pub snapshot: Option<Snapshot>,
     /// Count guest instructions (backends with `features().insn_count`).
     pub insns: Option<insns::Counting>,
+    /// `--dump`: QMP on this unix socket and the board's dump devices.
+    pub dump_qmp: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -202,6 +204,11 @@ pub trait Backend: Sync {
     /// The guest's tty for KGDB's serial line (`kgdboc=`), where there is one.
     fn kgdb_tty(&self) -> Option<String> {
         None
+    }
+    /// `--dump`: the extra emulator arguments a post-mortem dump needs, or
+    /// why this machine cannot give one.
+    fn dump_args(&self) -> std::result::Result<Vec<String>, String> {
+        Err(format!("the {} backend has no guest-memory dump", self.kind()))
     }
     /// Whether a silent console means a hung guest (else only the overall
     /// timeout applies).

@@ -95,6 +95,16 @@ impl Backend for Qemu {
             // A socket server on loopback only: whoever connects controls the kernel.
             c = c.args(fill(&k.args, &[("port", port.to_string())]));
         }
+        if let (Some(qmp), Ok(args)) = (&i.dump_qmp, self.dump_args()) {
+            // The monitor that pauses and dumps the panicked guest: a unix
+            // socket only (see the snapshot monitor below), unless the
+            // snapshot monitor is there already.
+            if i.snapshot.is_none() {
+                c = c.umask(0o077);
+                c = c.args(["-qmp".to_string(), format!("unix:{},server=on,wait=off", opt(&qmp.display().to_string()))]);
+            }
+            c = c.args(args);
+        }
         if let Some(s) = &i.snapshot {
             // The monitor on a unix socket only, never TCP, and only for
             // this user: umask 077 makes QEMU create it srwx------ (a
@@ -132,6 +142,13 @@ impl Backend for Qemu {
 
     fn kgdb_tty(&self) -> Option<String> {
         self.kgdb.as_ref().map(|k| k.tty.clone())
+    }
+
+    fn dump_args(&self) -> std::result::Result<Vec<String>, String> {
+        match &self.dump {
+            Some(d) => d.clone(),
+            None => Err("its descriptor has no [qemu.dump]".into()),
+        }
     }
 
     fn silence_is_a_hang(&self) -> bool {

@@ -440,6 +440,8 @@ fn boot_cell(
         log_limit: opts.console_log_limit,
         explain: backend.explainer(),
         at_snapshot: None,
+        probe: None,
+        at_panic: None,
     };
     let res = boot::run(&spec)?;
     let _ = std::fs::remove_file(run_dir.join("initramfs.cpio.gz"));
