@@ -317,3 +317,32 @@ fn kgdb_on_a_board_without_a_kgdb_line_is_a_usage_error() {
     let out = env.output(&["debug", "--arch", "x86_64", "--kdb", "--break", "start_kernel"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// A machine that cannot dump says why, naming its descriptor's reason,
+/// before anything is built; so does an arch with no Debian port, and a
+/// hostname that cloud-init or YAML would not take.
+#[test]
+fn dump_and_debian_limits_are_usage_errors() {
+    let env = Env::new();
+    for (arch, why) in [("mips64el", "cannot dump MIPS guests"), ("arm", "no fw_cfg with DMA")] {
+        let out = env.output(&["boot", "--arch", arch, "--check", "--dump"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains("cannot dump a panicked guest (--dump)") && err.contains(why), "{err}");
+        assert!(!err.contains("unpacking") && !err.contains("building"), "{err}");
+    }
+    let out = env.output(&["rootfs", "debian", "--arch", "mips64"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("has no Debian port"), "{err}");
+    let out = env.output(&["boot", "--arch", "mips64", "--rootfs", "debian", "--check"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("has no Debian port"));
+    let out = env.output(&["boot", "--arch", "x86_64", "--rootfs", "debian", "--hostname", "a b", "--check"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--hostname"), "{err}");
+    let out = env.output(&["ssh", "--print"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("no running whole-OS boot"), "{err}");
+}

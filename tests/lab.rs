@@ -329,3 +329,32 @@ fn insns_mips64() {
 fn insns_mips64el() {
     insns("mips64el");
 }
+
+/// A kernel made to panic (its init cannot run: `rdinit=/` is a directory,
+/// `init=` names nothing) is paused, dumped over QMP, and drgn names the
+/// panicking function, kernel_init, under panic() in the task's backtrace.
+fn dump(arch: &str) {
+    common::build_shared(arch);
+    let out = kmatrix(&[&["boot", "--arch", arch][..], common::shared_kernel(arch), &["--check", "--dump", "--append", "rdinit=/", "--append", "init=/nonexistent"]].concat());
+    let s = String::from_utf8_lossy(&out.stdout).to_string();
+    // A panic is the kernel's failure, not kmatrix's: exit 1.
+    assert_eq!(out.status.code(), Some(1), "{s}");
+    assert!(s.starts_with("PANIC ") || s.contains("\nPANIC "), "{s}");
+    assert!(s.contains("dump: ") && s.contains("vmcore ("), "no dump: {s}");
+    let frames: Vec<&str> = s.lines().filter(|l| l.trim_start().starts_with('#')).map(|l| l.split_whitespace().nth(1).unwrap_or("")).collect();
+    let p = frames.iter().position(|f| *f == "panic").unwrap_or_else(|| panic!("no panic() frame: {s}"));
+    assert_eq!(frames.get(p + 1), Some(&"kernel_init"), "the frame under panic() is not the panicking function: {s}");
+    eprintln!("DUMP {arch}: {}", frames.join(" < "));
+}
+
+#[test]
+#[cfg_attr(not(kmatrix_real), ignore = "needs real compilers, QEMU and drgn from PyPI: set KMATRIX_TEST_REAL=1 (CI does)")]
+fn dump_x86_64() {
+    dump("x86_64");
+}
+
+#[test]
+#[cfg_attr(not(kmatrix_real), ignore = "needs real compilers, QEMU and drgn from PyPI: set KMATRIX_TEST_REAL=1 (CI does)")]
+fn dump_aarch64() {
+    dump("aarch64");
+}

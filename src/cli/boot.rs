@@ -107,6 +107,12 @@ pub fn run(ctx: &Ctx, mut a: Args) -> Result<i32> {
     opts.work = crate::preflight::Work::Boot;
     let interactive = !a.check && a.cmds.is_empty() && !a.count_insns;
     let backend = crate::emulator::of(board);
+    if a.dump
+        && let Err(why) = backend.dump_args()
+    {
+        // Said before a build that could take half an hour.
+        return Err(crate::error::Error::Usage(format!("board `{}` cannot dump a panicked guest (--dump): {why}", board.id)));
+    }
     let install = backend.locate(&|k: &str, v: &str| ctx.built(k, v))?;
     // Pre-flight for the shell: an interactive boot needs busybox (found or
     // fetched now, before a build that could take half an hour).

@@ -147,7 +147,7 @@ mod tests {
     use super::*;
 
     fn args(shares: &[&str], net: Option<&str>, fwd: &[&str]) -> LabArgs {
-        LabArgs { shares: shares.iter().map(|s| s.to_string()).collect(), net: net.map(String::from), forwards: fwd.iter().map(|s| s.to_string()).collect(), disks: vec![], rootfs: None, snapshot_save: None, snapshot_load: None }
+        LabArgs { shares: shares.iter().map(|s| s.to_string()).collect(), net: net.map(String::from), forwards: fwd.iter().map(|s| s.to_string()).collect(), disks: vec![], rootfs: None, hostname: None, snapshot_save: None, snapshot_load: None }
     }
 
     #[test]
