@@ -49,6 +49,9 @@ pub struct Cell {
     /// Guest commands for this cell (from `[[override]] cmds`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub cmds: Vec<String>,
+    /// Dump the guest on a panic (`[[override]] dump = true`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dump: bool,
     #[serde(flatten)]
     pub state: CellState,
 }
@@ -196,6 +199,7 @@ pub fn plan_filtered(base: &Registry, probe: &dyn Probe, filters: &[Rule]) -> Op
         let matching = || m.overrides.iter().rev().filter(|o| o.rule.matches(c.board, &arch.id, c.toolchain, &c.kernel.id, &c.config.id));
         let timeout = matching().find_map(|o| o.timeout).or(m.timeout).unwrap_or(board.timeout);
         let cmds = matching().find_map(|o| o.cmds.clone()).unwrap_or_default();
+        let dump = matching().find_map(|o| o.dump).unwrap_or(false);
         let state = match tc.targets.get(&arch.id) {
             None => CellState::Skip(SkipReason::ToolchainCannotBuild { toolchain: tc.id.clone(), arch: arch.id.clone() }),
             Some(t) if m.optional_toolchains.contains(&tc.id) && !probe.toolchain_installed(&tc.id, &t.cc) => {
@@ -241,6 +245,7 @@ pub fn plan_filtered(base: &Registry, probe: &dyn Probe, filters: &[Rule]) -> Op
             build: build_id,
             timeout_secs: timeout.as_secs(),
             cmds,
+            dump,
             state,
         });
     }

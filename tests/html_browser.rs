@@ -89,6 +89,7 @@ fn cell(bi: usize, toolchain: &str, kernel: &str, config: &str, run: usize) -> C
         console_log_cut: false,
         attempts: Some(if v == Verdict::Flaky { 2 } else { 1 }),
         stack_log: (v == Verdict::Panic).then(|| format!("logs/{id}.stack.txt")),
+        backtrace_log: None,
     }
 }
 

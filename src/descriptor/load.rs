@@ -910,7 +910,7 @@ fn resolve_matrix(
             }
             v
         });
-        overrides.push(Override { rule, timeout, cmds: o.cmds.clone() });
+        overrides.push(Override { rule, timeout, cmds: o.cmds.clone(), dump: o.dump });
     }
 
     if d.items.len() != before {

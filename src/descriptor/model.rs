@@ -347,6 +347,7 @@ pub struct Override {
     pub rule: Rule,
     pub timeout: Option<Duration>,
     pub cmds: Option<Vec<String>>,
+    pub dump: Option<bool>,
 }
 
 /// Glob patterns over a cell's coordinates; `None` matches everything.

@@ -328,4 +328,7 @@ pub struct RawOverride {
     pub timeout: Option<S<String>>,
     /// Commands the guest runs after booting (through busybox sh).
     pub cmds: Option<Vec<String>>,
+    /// On a panic, dump the guest's memory and read the panicking task's
+    /// backtrace into the report (boards with [qemu.dump]).
+    pub dump: Option<bool>,
 }

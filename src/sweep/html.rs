@@ -326,7 +326,7 @@ fn grid_cell(shown: &CellResult, all: &[&CellResult], cmp: Option<&Comparison>) 
 
 fn links(c: &CellResult) -> String {
     let console = if c.console_log_cut { "console (cut)" } else { "console" };
-    let links: Vec<String> = [(&c.build_log, "build log"), (&c.console_log, console), (&c.stack_log, "decoded stack")]
+    let links: Vec<String> = [(&c.build_log, "build log"), (&c.console_log, console), (&c.stack_log, "decoded stack"), (&c.backtrace_log, "backtrace (dump)")]
         .into_iter()
         .filter_map(|(path, label)| path.as_ref().map(|p| format!("<a href=\"{}\">{label}</a>", esc(&href(p)))))
         .collect();
@@ -761,6 +761,7 @@ mod tests {
             console_log_cut: false,
             attempts: None,
             stack_log: None,
+            backtrace_log: None,
         }
     }
 

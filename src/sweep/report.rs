@@ -279,6 +279,7 @@ mod tests {
             console_log_cut: false,
             attempts: None,
             stack_log: None,
+            backtrace_log: None,
         }
     }
 

@@ -62,6 +62,10 @@ pub struct CellResult {
     /// kernel's scripts/decode_stacktrace.sh (relative path of the text).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stack_log: Option<String>,
+    /// For a panic with `dump = true`: the panicking task's backtrace read
+    /// from the guest's memory dump by drgn (relative path of the text).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backtrace_log: Option<String>,
 }
 
 /// What a report says it is about, gathered when the sweep ends.

@@ -103,6 +103,7 @@ fn base_result(c: &Cell) -> CellResult {
         console_log_cut: false,
         attempts: None,
         stack_log: None,
+        backtrace_log: None,
     }
 }
 
@@ -387,6 +388,9 @@ fn worker(
             }
             break;
         }
+        if c.dump && r.verdict == Verdict::Panic {
+            postmortem(cache, reg, c, &manifest, &opts.dir, &mut r);
+        }
         if matches!(r.verdict, Verdict::Panic | Verdict::Oops)
             && let Some(log) = r.console_log.clone() {
                 match triage(reg, c, source, &manifest, &opts.dir, &log) {
@@ -422,7 +426,9 @@ fn boot_cell(
     let name = if attempt == 1 { c.id.clone() } else { format!("{}.attempt{attempt}", c.id) };
     let run_dir = opts.dir.join("runs").join(&name);
     std::fs::create_dir_all(&run_dir).map_err(Error::io(format!("cannot create {}", run_dir.display())))?;
-    let bopts = BootOptions { install, cmds: c.cmds.clone(), ..Default::default() };
+    // A board that cannot dump boots as usual; the cell says why it has no dump.
+    let dump = c.dump && backend.dump_args().is_ok();
+    let bopts = BootOptions { install, cmds: c.cmds.clone(), dump, ..Default::default() };
     let prepared = machine::prepare_boot(cache, reg, board, &c.toolchain, &manifest, &bopts, &run_dir, &|_| {})?;
     // One token per running emulator: boots share the budget with builds.
     let _token = jobs.acquire().map_err(Error::io("jobserver"))?;
@@ -441,11 +447,45 @@ fn boot_cell(
         explain: backend.explainer(),
         at_snapshot: None,
         probe: None,
-        at_panic: None,
+        at_panic: prepared.dump_qmp.clone().map(|q| -> boot::PanicHook {
+            let out = run_dir.join("vmcore");
+            Box::new(move || crate::postmortem::pause_and_dump(&q, &out))
+        }),
     };
     let res = boot::run(&spec)?;
     let _ = std::fs::remove_file(run_dir.join("initramfs.cpio.gz"));
     Ok((res, rel))
+}
+
+/// `dump = true`: the panicking task's backtrace out of the last attempt's
+/// dump, into `logs/<cell>.backtrace.txt` and the cell's detail; why there
+/// is none otherwise. The vmcore itself stays in the cell's run directory.
+fn postmortem(cache: &Cache, reg: &Registry, c: &Cell, manifest: &build::Manifest, dir: &Path, r: &mut CellResult) {
+    let backend = crate::emulator::of(&reg.boards[&c.board]);
+    let run = dir.join("runs").join(match r.attempts {
+        Some(n) if n > 1 => format!("{}.attempt{n}", c.id),
+        _ => c.id.clone(),
+    });
+    let vmcore = run.join("vmcore");
+    let d = match (backend.dump_args(), std::fs::metadata(&vmcore)) {
+        (Err(why), _) => crate::postmortem::Dump { error: Some(format!("no dump on this board: {why}")), ..Default::default() },
+        (Ok(_), Ok(m)) if m.len() > 0 => crate::postmortem::analyze(cache, &vmcore, m.len(), &manifest.vmlinux, &|_| {}),
+        (Ok(_), _) => crate::postmortem::Dump { error: Some("no dump was written".into()), ..Default::default() },
+    };
+    let mut text = String::new();
+    if let Some(t) = &d.task {
+        text.push_str(&format!("panicking task: {t}\n"));
+    }
+    for (i, f) in d.frames.iter().enumerate() {
+        text.push_str(&format!("#{i:<2} {f}\n"));
+    }
+    if !text.is_empty() {
+        let rel = format!("logs/{}.backtrace.txt", c.id);
+        if crate::cache::write_atomic(&dir.join(&rel), text.as_bytes()).is_ok() {
+            r.backtrace_log = Some(rel);
+        }
+    }
+    r.detail = Some(format!("{}; {}", r.detail.as_deref().unwrap_or("panic"), d.summary()));
 }
 
 /// The decoded stack of a panic or oops, written beside its console log
