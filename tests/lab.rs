@@ -358,3 +358,33 @@ fn dump_x86_64() {
 fn dump_aarch64() {
     dump("aarch64");
 }
+
+/// `[[override]] dump = true` in a sweep: the panicking cell's detail and
+/// its `logs/<cell>.backtrace.txt` carry drgn's backtrace. The panic comes
+/// from a project board whose command line names no runnable init.
+#[test]
+#[cfg_attr(not(kmatrix_real), ignore = "needs real compilers, QEMU and drgn from PyPI: set KMATRIX_TEST_REAL=1 (CI does)")]
+fn sweep_dump_x86_64() {
+    common::build_shared("x86_64");
+    let proj = tempfile::tempdir().unwrap();
+    std::fs::create_dir(proj.path().join("boards")).unwrap();
+    let board = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/boards/qemu-x86_64-pc.toml")).unwrap();
+    let line = board.lines().find(|l| l.starts_with("cmdline = ")).unwrap();
+    let panicking = board.replace(line, &line.replace("panic=-1\"", "panic=-1 rdinit=/ init=/nonexistent\""));
+    assert_ne!(board, panicking);
+    std::fs::write(proj.path().join("boards/qemu-x86_64-pc.toml"), panicking).unwrap();
+    std::fs::write(
+        proj.path().join("matrix.toml"),
+        "boards = [\"qemu-x86_64-pc\"]\ntoolchains = [\"gcc\"]\nkernels = [\"debian-6.1\"]\nconfigs = [\"debug\"]\n\n[kernel.\"debian-6.1\"]\nversion = \"6.1\"\n\n[config.debug]\ndescription = \"debug\"\nprofile = \"debug\"\n\n[[override]]\nboard = \"qemu-x86_64-pc\"\ndump = true\n",
+    )
+    .unwrap();
+    let results = proj.path().join("results");
+    let out = common::kmatrix_in(proj.path(), &["sweep", "--retries", "0", "--results-dir", &results.display().to_string()]);
+    let s = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(1), "{s}");
+    assert!(s.contains("backtrace: ") && s.contains("panic < kernel_init"), "{s}");
+    let bt: Vec<_> = std::fs::read_dir(results.join("logs")).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().ends_with(".backtrace.txt")).collect();
+    assert_eq!(bt.len(), 1, "no backtrace file in {}", results.display());
+    let text = std::fs::read_to_string(bt[0].path()).unwrap();
+    assert!(text.contains("kernel_init (init/main.c:"), "{text}");
+}
