@@ -2,7 +2,7 @@
 //! bookworm with mmdebstrap (root, network to the Debian mirror), and
 //! `boot --rootfs debian --check` boots it with the shared lab kernel to
 //! systemd's target, logs in over ssh with cloud-init's key and hostname,
-//! runs a command and powers off. amd64 in CI (a native bootstrap, about
+//! runs a command (while `kmatrix ssh` logs in beside it) and powers off. amd64 in CI (a native bootstrap, about
 //! 90 s); the foreign arches take 10-15 min of qemu-user each, so they are
 //! run by hand (`--ignored`).
 
@@ -21,7 +21,21 @@ fn debian(arch: &str) {
         assert!(pkgs.lines().any(|l| l.starts_with(p)), "{p} not in {}", lock.display());
     }
     let host = format!("kmx-test-{}", arch.replace('_', "-"));
-    let out = kmatrix(&[&["boot", "--arch", arch][..], common::shared_kernel(arch), &["--rootfs", "debian", "--hostname", &host, "--check", "--cmd", "hostname; systemctl is-active ssh"]].concat());
+    // While the guest sleeps in its command, `kmatrix ssh` logs in too.
+    let boot = {
+        let (arch, host) = (arch.to_string(), host.clone());
+        std::thread::spawn(move || kmatrix(&[&["boot", "--arch", &arch][..], common::shared_kernel(&arch), &["--rootfs", "debian", "--hostname", &host, "--check", "--cmd", "hostname; systemctl is-active ssh", "--cmd", "sleep 40"]].concat()))
+    };
+    let start = std::time::Instant::now();
+    let via = loop {
+        let o = assert_cmd::Command::cargo_bin("kmatrix").unwrap().env("KMATRIX_CACHE_DIR", common::cache()).args(["ssh", "--arch", arch, "--", "echo via-kmatrix-ssh; hostname"]).timeout(std::time::Duration::from_secs(60)).output().unwrap();
+        if o.status.success() || boot.is_finished() || start.elapsed().as_secs() > 1500 {
+            break String::from_utf8_lossy(&o.stdout).to_string();
+        }
+        std::thread::sleep(std::time::Duration::from_secs(3));
+    };
+    assert_eq!(via, format!("via-kmatrix-ssh\n{host}\n"), "`kmatrix ssh` did not log in while the guest was up");
+    let out = boot.join().unwrap();
     let s = String::from_utf8_lossy(&out.stdout).to_string();
     assert_eq!(out.status.code(), Some(0), "{s}");
     assert!(s.contains(&format!("{host}\nactive")), "cloud-init's hostname or sshd missing: {s}");
