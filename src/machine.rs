@@ -207,8 +207,6 @@ pub struct Lab {
 #[derive(Debug, Clone, Default)]
 pub struct Distro {
     pub hostname: Option<String>,
-    /// Filled in by [`prepare_boot`]: how to reach the guest's sshd.
-    pub ssh: Option<crate::boot::distro::Ssh>,
 }
 
 /// A boot ready to run: the emulator argv and the marker nonce.

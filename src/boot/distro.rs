@@ -65,8 +65,6 @@ pub struct Probe {
     pub cmds: Vec<String>,
     /// `poweroff` or `reboot` (the board's; QEMU runs with -no-reboot).
     pub poweroff: String,
-    /// After the checks, leave the guest running (an interactive session).
-    pub keep_running: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -174,15 +172,13 @@ fn run(p: &Probe, start: Instant, stop: &AtomicBool) -> ProbeResult {
             }
         }
     }
-    if !p.keep_running {
-        // The connection drops as the guest goes down: no status to read.
-        let _ = ssh(
-            &p.ssh,
-            &format!("systemctl {}", p.poweroff),
-            stop,
-            Duration::from_secs(30),
-        );
-    }
+    // The connection drops as the guest goes down: no status to read.
+    let _ = ssh(
+        &p.ssh,
+        &format!("systemctl {}", p.poweroff),
+        stop,
+        Duration::from_secs(30),
+    );
     r
 }
 

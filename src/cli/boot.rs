@@ -179,7 +179,7 @@ pub fn run(ctx: &Ctx, mut a: Args) -> Result<i32> {
         say(&format!("{cmd}"));
         return backend.interactive(&cmd, &run_dir, &mut |port| attach_hint(port));
     }
-    let probe = prepared.ssh.as_ref().map(|s| boot::distro::Probe { ssh: s.clone(), cmds: a.cmds.clone(), poweroff: board.poweroff.as_str().to_string(), keep_running: false });
+    let probe = prepared.ssh.as_ref().map(|s| boot::distro::Probe { ssh: s.clone(), cmds: a.cmds.clone(), poweroff: board.poweroff.as_str().to_string() });
     // A whole OS under TCG takes minutes (cloud-init, sshd's host keys),
     // and its console may rest while it works.
     let timeout = a.timeout.map(Duration::from_secs).unwrap_or(if probe.is_some() { DISTRO_TIMEOUT } else { board.timeout });

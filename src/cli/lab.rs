@@ -87,7 +87,7 @@ impl LabArgs {
             Some(p) => return Err(Error::Usage(format!("--rootfs {}: no such image (make one with `kmatrix rootfs build --arch <arch>`, or say `--rootfs debian`)", p.display()))),
             None => None,
         };
-        let distro = debian.then(|| crate::machine::Distro { hostname: self.hostname.clone(), ssh: None });
+        let distro = debian.then(|| crate::machine::Distro { hostname: self.hostname.clone() });
         Ok(Lab { shares, net, disks, rootfs, distro, snapshot_save: self.snapshot_save.clone(), snapshot_load: self.snapshot_load.clone() })
     }
 }
