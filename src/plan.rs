@@ -66,13 +66,29 @@ pub struct BuildUnit {
     pub inputs: ConfigInputs,
     /// Union of the make targets of the boards booting it.
     pub targets: Vec<String>,
+    /// The first line of the compiler's `--version` where the plan was made
+    /// (part of the plan's id, not of the build's: a compiler update is the
+    /// same cell of the nightly, built by another compiler).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compiler: Option<String>,
     pub cells: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Plan {
     pub schema: u32,
+    /// Content address of everything the plan runs: cell and build ids (they
+    /// hash the descriptors' effective content), the kernel sources' sha256
+    /// and the compilers. Shards and merges of one plan share it.
+    pub id: String,
     pub matrix: String,
+    /// The `--filter`s it was made with (`run --plan` plans again with them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub filters: Vec<String>,
+    /// Kernel label → what its tree is (tarball sha256, git commit, URL
+    /// sha256), when [`identify`] was called.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sources: BTreeMap<String, String>,
     pub cells: Vec<Cell>,
     pub builds: Vec<BuildUnit>,
 }
@@ -185,7 +201,7 @@ pub fn plan_filtered(base: &Registry, probe: &dyn Probe, filters: &[Rule]) -> Op
     // The registry as each kernel version sees it ([[kernel.when]]).
     let versions: BTreeMap<&str, Option<Version>> = m.kernels.iter().map(|k| (k.id.as_str(), probe.kernel_version(k))).collect();
     let regs: BTreeMap<&str, Registry> = versions.iter().map(|(k, v)| (*k, base.for_kernel(v.as_ref()))).collect();
-    let mut compilers: BTreeMap<(String, String), Option<Version>> = BTreeMap::new();
+    let mut compilers: BTreeMap<(String, String), (Option<String>, Option<Version>)> = BTreeMap::new();
     for c in coords(base, m, filters) {
         let reg = &regs[c.kernel.id.as_str()];
         let kernel_version = versions[c.kernel.id.as_str()].as_ref();
@@ -208,7 +224,12 @@ pub fn plan_filtered(base: &Registry, probe: &dyn Probe, filters: &[Rule]) -> Op
             Some(t) => {
                 let compiler = compilers
                     .entry((tc.id.clone(), t.cc.clone()))
-                    .or_insert_with(|| probe.compiler_version(&t.cc, &tc.version_args).as_deref().and_then(Version::from_tool_line))
+                    .or_insert_with(|| {
+                        let line = probe.compiler_version(&t.cc, &tc.version_args);
+                        let v = line.as_deref().and_then(Version::from_tool_line);
+                        (line, v)
+                    })
+                    .1
                     .clone();
                 let unavailable = || crate::emulator::of(board).unavailable(&|k: &str, v: &str| probe.built(k, v));
                 match reg.incompatibility(board, tc, kernel_version, compiler.as_ref()).or_else(unavailable) {
@@ -225,6 +246,7 @@ pub fn plan_filtered(base: &Registry, probe: &dyn Probe, filters: &[Rule]) -> Op
             config: c.config.id.clone(),
             inputs: inputs.clone(),
             targets: Vec::new(),
+            compiler: tc.targets.get(&arch.id).and_then(|t| compilers.get(&(tc.id.clone(), t.cc.clone()))).and_then(|c| c.0.clone()),
             cells: Vec::new(),
         });
         for t in &board.kernel.make_targets {
@@ -249,7 +271,76 @@ pub fn plan_filtered(base: &Registry, probe: &dyn Probe, filters: &[Rule]) -> Op
             state,
         });
     }
-    let mut plan = Plan { schema: PLAN_SCHEMA, matrix: m.origin.clone(), cells, builds: builds.into_values().collect() };
+    let mut plan = Plan {
+        schema: PLAN_SCHEMA,
+        id: String::new(),
+        matrix: m.origin.clone(),
+        filters: filters.iter().flat_map(rule_strings).collect(),
+        sources: BTreeMap::new(),
+        cells,
+        builds: builds.into_values().collect(),
+    };
     filter(&mut plan, filters);
+    plan.id = plan_id(&plan);
     Some(plan)
+}
+
+/// `key=pattern` for each field a filter rule sets (what [`parse_filter`] reads).
+fn rule_strings(r: &Rule) -> Vec<String> {
+    [("board", &r.board), ("arch", &r.arch), ("toolchain", &r.toolchain), ("kernel", &r.kernel), ("config", &r.config)]
+        .into_iter()
+        .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={v}")))
+        .collect()
+}
+
+fn plan_id(p: &Plan) -> String {
+    let cells: Vec<&str> = p.cells.iter().map(|c| c.id.as_str()).collect();
+    let builds: Vec<(&str, &Option<String>)> = p.builds.iter().map(|b| (b.id.as_str(), &b.compiler)).collect();
+    short_hash(&(cells, builds, &p.sources))
+}
+
+/// Adds what each kernel's tree is to the plan and its id: a tarball's
+/// sha256 (remembered by path, size and mtime), a URL's declared sha256, a
+/// git tree's commit. A tree that cannot be read yet keeps a note of why,
+/// so that two hosts which both lack it still agree.
+pub fn identify(plan: &mut Plan, kernels: &[KernelSpec], cache: &crate::cache::Cache) {
+    for k in kernels.iter().filter(|k| plan.cells.iter().any(|c| c.kernel == k.id)) {
+        plan.sources.insert(k.id.clone(), crate::source::identity(&k.source, cache));
+    }
+    plan.id = plan_id(plan);
+}
+
+/// Why two plans differ, for `run --plan` refusing a plan.json that this
+/// checkout and host no longer produce.
+pub fn difference(file: &serde_json::Value, now: &Plan) -> String {
+    let mut out = Vec::new();
+    let empty = serde_json::Map::new();
+    let old_sources = file["sources"].as_object().unwrap_or(&empty);
+    for (k, v) in &now.sources {
+        match old_sources.get(k).and_then(|v| v.as_str()) {
+            Some(o) if o == v => {}
+            Some(o) => out.push(format!("kernel `{k}` was {o}, here it is {v}")),
+            None => out.push(format!("kernel `{k}` is not in it")),
+        }
+    }
+    let old_builds: BTreeMap<&str, Option<&str>> = file["builds"].as_array().into_iter().flatten().filter_map(|b| Some((b["id"].as_str()?, b["compiler"].as_str()))).collect();
+    for b in &now.builds {
+        match old_builds.get(b.id.as_str()) {
+            None => out.push(format!("build {} ({} {} {} {}) is not in it", b.id, b.arch, b.toolchain, b.kernel.id, b.config)),
+            Some(c) if *c != b.compiler.as_deref() => {
+                out.push(format!("build {} was to use {}, here the compiler is {}", b.id, c.unwrap_or("no compiler"), b.compiler.as_deref().unwrap_or("missing")))
+            }
+            Some(_) => {}
+        }
+    }
+    let now_cells: std::collections::BTreeSet<&str> = now.cells.iter().map(|c| c.id.as_str()).collect();
+    let gone = file["cells"].as_array().into_iter().flatten().filter_map(|c| c["id"].as_str()).filter(|id| !now_cells.contains(id)).count();
+    if gone > 0 {
+        out.push(format!("{gone} of its cells are not planned here (descriptors or matrix.toml changed)"));
+    }
+    if out.is_empty() {
+        out.push("its cells differ".into());
+    }
+    out.truncate(5);
+    out.join("; ")
 }

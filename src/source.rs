@@ -119,6 +119,26 @@ pub fn planned_version(spec: &SourceSpec, declared: Option<&str>) -> Option<crat
     }
 }
 
+/// What a kernel's tree is, for a plan's id: `sha256:<hex>` of a tarball
+/// (or a URL's declared hash), `git:<commit>[-dirty]` of a git tree, the
+/// path of any other directory; `missing: <why>` when it cannot be read.
+pub fn identity(spec: &SourceSpec, cache: &Cache) -> String {
+    let tarball_id = |p: &Path| tarball_hash(p, cache).map(|h| format!("sha256:{h}")).unwrap_or_else(|e| format!("missing: {e}"));
+    match spec {
+        SourceSpec::System { version } => match system_tarball(version.as_deref()) {
+            Ok(p) => tarball_id(&p),
+            Err(e) => format!("missing: {e}"),
+        },
+        SourceSpec::Url { sha256, .. } => format!("sha256:{sha256}"),
+        SourceSpec::Path { path } if path.is_file() => tarball_id(path),
+        SourceSpec::Path { path } if path.is_dir() => match git_info(path) {
+            Some(g) => format!("git:{}{}", g.commit, if g.dirty { "-dirty" } else { "" }),
+            None => format!("dir:{}", path.canonicalize().unwrap_or_else(|_| path.clone()).display()),
+        },
+        SourceSpec::Path { path } => format!("missing: {}", path.display()),
+    }
+}
+
 pub fn resolve(spec: &SourceSpec, cache: &Cache, say: &dyn Fn(&str)) -> Result<Source> {
     match spec {
         SourceSpec::System { version } => tarball(&system_tarball(version.as_deref())?, cache, say),

@@ -16,6 +16,8 @@ mod module;
 mod plan;
 mod report;
 mod rootfs;
+mod run;
+mod merge;
 mod setup;
 mod show;
 mod snapshot;
@@ -68,6 +70,10 @@ pub enum Cmd {
     Boot(boot::Args),
     /// Run every cell of matrix.toml in parallel; write a results directory.
     Sweep(sweep::Args),
+    /// Run a part of a plan written by `kmatrix plan --out` (a shard, cells, or one build).
+    Run(run::Args),
+    /// Join the results directories of a plan's parts into one.
+    Merge(merge::Args),
     /// Render a sweep's results (table, markdown, json, junit, html) or compare two runs.
     Report(report::Args),
     /// A nightly's cell results over time (from `sweep --history ROOT`).
@@ -159,6 +165,8 @@ pub fn main() -> i32 {
         Cmd::Build(a) => build::run(&ctx, a),
         Cmd::Boot(a) => boot::run(&ctx, a),
         Cmd::Sweep(a) => sweep::run(&ctx, a),
+        Cmd::Run(a) => run::run(&ctx, a),
+        Cmd::Merge(a) => merge::run(&ctx, a),
         Cmd::Report(a) => report::run(&ctx, a),
         Cmd::History(a) => history::run(&ctx, a),
         Cmd::Cache(a) => cache::run(&ctx, a),

@@ -18,6 +18,10 @@ pub struct Args {
     /// Only cells matching key=pattern (as `sweep --filter`).
     #[arg(long = "filter", value_name = "KEY=PATTERN", value_parser = plan::parse_filter)]
     filters: Vec<crate::descriptor::Rule>,
+    /// Also write the plan as JSON to FILE (atomically), for `kmatrix run
+    /// --plan`, `kmatrix export` and the engines.
+    #[arg(long, value_name = "FILE")]
+    out: Option<std::path::PathBuf>,
 }
 
 /// Probes the real host.
@@ -37,7 +41,11 @@ impl Probe for HostProbe<'_> {
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let reg = ctx.registry()?;
-    let plan = plan::plan_filtered(&reg, &HostProbe(ctx), &a.filters).ok_or_else(|| Error::Usage("no matrix.toml found (built-in or in the project directory)".into()))?;
+    let mut plan = plan::plan_filtered(&reg, &HostProbe(ctx), &a.filters).ok_or_else(|| Error::Usage("no matrix.toml found (built-in or in the project directory)".into()))?;
+    plan::identify(&mut plan, &reg.matrix.as_ref().map(|m| m.kernels.clone()).unwrap_or_default(), &ctx.cache);
+    if let Some(out) = &a.out {
+        crate::cache::write_atomic(out, serde_json::to_string_pretty(&plan).expect("plan serialises").as_bytes())?;
+    }
     match a.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&plan).expect("plan serialises")),
         Format::Table => {
@@ -52,6 +60,9 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
             println!("{t}");
             let skipped = plan.cells.iter().filter(|c| c.state != CellState::Pending).count();
             println!("{} cells ({} to run, {} skipped), {} kernel builds", plan.cells.len(), plan.cells.len() - skipped, skipped, plan.builds.len());
+            if let Some(out) = &a.out {
+                println!("plan {}: {}", plan.id, out.display());
+            }
         }
     }
     Ok(OK)

@@ -15,7 +15,7 @@ use crate::history::{self, History, NightlyLock};
 use crate::plan;
 use crate::sweep::compare::{self, Comparison};
 use crate::sweep::progress::Progress;
-use crate::sweep::results::{now, peak_rss_kib, utc, Results};
+use crate::sweep::results::{now, peak_rss_kib, utc, BuildRecord, Results};
 use crate::sweep::{environment, report, runner, Event};
 
 #[derive(Debug, clap::Args)]
@@ -67,14 +67,15 @@ fn dated_dir(root: &Path) -> PathBuf {
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let reg = ctx.registry()?;
-    let plan = plan::plan_filtered(&reg, &HostProbe(ctx), &a.filters).ok_or_else(|| Error::Usage("no matrix.toml found".into()))?;
+    let mut plan = plan::plan_filtered(&reg, &HostProbe(ctx), &a.filters).ok_or_else(|| Error::Usage("no matrix.toml found".into()))?;
+    plan::identify(&mut plan, &reg.matrix.as_ref().map(|m| m.kernels.clone()).unwrap_or_default(), &ctx.cache);
     let jobs = a.jobs.unwrap_or_else(crate::machine::default_jobs);
     // A resumed run of a nightly still belongs to its history root.
     let root = a.history.clone().or_else(|| {
         a.resume.as_ref().and_then(|d| d.parent()).filter(|p| p.join("history.sqlite").is_file()).map(Path::to_path_buf)
     });
     let _lock = root.as_deref().map(NightlyLock::take).transpose()?;
-    let (dir, mut results) = match (&a.resume, &root) {
+    let (dir, results) = match (&a.resume, &root) {
         (Some(d), _) => (d.clone(), Results::load(d)?),
         (None, Some(r)) => (dated_dir(r), Results::new(jobs)),
         (None, None) => {
@@ -82,30 +83,65 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
             (d, Results::new(jobs))
         }
     };
-    std::fs::create_dir_all(&dir).map_err(Error::io(format!("cannot create {}", dir.display())))?;
-    crate::cache::write_atomic(&dir.join("plan.json"), serde_json::to_string_pretty(&plan).expect("serialises").as_bytes())?;
+    let start = Instant::now();
+    let opts = Execution {
+        jobs,
+        no_output_timeout: (a.no_output_timeout > 0).then(|| Duration::from_secs(a.no_output_timeout)),
+        console_log_limit: a.console_log_limit << 20,
+        retries: a.retries,
+        build_only: false,
+    };
+    let results = execute(ctx, &reg, &plan, &plan, &dir, results, &opts)?;
+    println!("{}", report::table(&results, crate::cli::colour(std::io::IsTerminal::is_terminal(&std::io::stdout())), &report::Layout::default()));
+    let cmp = match &root {
+        Some(root) => nightly(root, &dir, &results)?,
+        None => None,
+    };
+    println!("results: {} ({:.0}s)", dir.display(), start.elapsed().as_secs_f64());
+    Ok(exit_code(&results, cmp.as_ref()))
+}
+
+/// How a plan (or a part of it) is run, shared by `sweep` and `run --plan`.
+pub struct Execution {
+    pub jobs: usize,
+    pub no_output_timeout: Option<Duration>,
+    pub console_log_limit: u64,
+    pub retries: u32,
+    pub build_only: bool,
+}
+
+/// Runs the cells of `plan` (a part of `whole`, or all of it) that `results` (loaded from `dir` when
+/// resuming) lacks, writing `dir` after every cell; returns the final
+/// results, sorted and with their environment.
+pub fn execute(ctx: &Ctx, reg: &crate::descriptor::Registry, plan: &plan::Plan, whole: &plan::Plan, dir: &Path, mut results: Results, e: &Execution) -> Result<Results> {
+    std::fs::create_dir_all(dir).map_err(Error::io(format!("cannot create {}", dir.display())))?;
+    // plan.json is the whole plan, also in a part's directory: `merge` then
+    // knows every cell the parts should have run.
+    crate::cache::write_atomic(&dir.join("plan.json"), serde_json::to_string_pretty(whole).expect("serialises").as_bytes())?;
     let done = runner::finished(&results);
     // Results of cells no longer in the plan, or to be re-run, are dropped.
     let planned: std::collections::BTreeSet<&str> = plan.cells.iter().map(|c| c.id.as_str()).collect();
     results.cells.retain(|c| planned.contains(c.id.as_str()) && done.contains(&c.id));
     results.interrupted = false;
-    results.jobs = jobs;
-    results.save(&dir)?;
+    results.jobs = e.jobs;
+    results.plan = Some(plan.id.clone());
+    results.save(dir)?;
 
     let opts = runner::Options {
-        jobs,
-        dir: dir.clone(),
+        jobs: e.jobs,
+        dir: dir.to_path_buf(),
         done,
-        no_output_timeout: (a.no_output_timeout > 0).then(|| Duration::from_secs(a.no_output_timeout)),
-        console_log_limit: a.console_log_limit << 20,
-        retries: a.retries,
+        no_output_timeout: e.no_output_timeout,
+        console_log_limit: e.console_log_limit,
+        retries: e.retries,
+        build_only: e.build_only,
     };
     let start = Instant::now();
     let (tx, rx) = mpsc::channel::<Event>();
     let mut progress = Progress::new();
     let built = |key: &str, variant: &str| ctx.built(key, variant);
     let run_result = std::thread::scope(|s| {
-        let h = s.spawn(|| runner::run(&ctx.cache, &reg, &plan, &opts, &built, tx));
+        let h = s.spawn(|| runner::run(&ctx.cache, reg, plan, &opts, &built, tx));
         // Every event reaches every reporter: the live view and the results file.
         loop {
             let e = match rx.recv_timeout(Duration::from_secs(1)) {
@@ -120,7 +156,12 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
             match e {
                 Event::CellFinished(r) => {
                     results.cells.push(*r);
-                    results.save(&dir)?;
+                    results.save(dir)?;
+                }
+                Event::BuildFinished { build, ok, reused, seconds, cpu_seconds, detail } => {
+                    results.builds.retain(|b| b.id != build);
+                    results.builds.push(BuildRecord { id: build, ok, reused, seconds, cpu_seconds, detail });
+                    results.save(dir)?;
                 }
                 Event::RunFinished { interrupted } => results.interrupted = interrupted,
                 _ => {}
@@ -130,19 +171,13 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     });
     results.complete = plan.cells.iter().all(|c| results.cells.iter().any(|r| r.id == c.id));
     results.finished_at = Some(now());
-    results.wall_seconds = Some(start.elapsed().as_secs_f64());
-    results.peak_rss_kib = peak_rss_kib();
-    results.cells.sort_by(|a, b| (&a.board, &a.toolchain, &a.kernel, &a.config).cmp(&(&b.board, &b.toolchain, &b.kernel, &b.config)));
-    results.environment = Some(environment::gather(&reg, &plan, &results, &built));
-    results.save(&dir)?;
+    results.wall_seconds = Some(results.wall_seconds.unwrap_or(0.0) + start.elapsed().as_secs_f64());
+    results.peak_rss_kib = peak_rss_kib().max(results.peak_rss_kib);
+    results.sort();
+    results.environment = Some(environment::gather(reg, plan, &results, &built));
+    results.save(dir)?;
     run_result?;
-    println!("{}", report::table(&results, crate::cli::colour(std::io::IsTerminal::is_terminal(&std::io::stdout())), &report::Layout::default()));
-    let cmp = match &root {
-        Some(root) => nightly(root, &dir, &results)?,
-        None => None,
-    };
-    println!("results: {} ({:.0}s)", dir.display(), start.elapsed().as_secs_f64());
-    Ok(exit_code(&results, cmp.as_ref()))
+    Ok(results)
 }
 
 /// Compares with the previous complete run, indexes the run, writes its

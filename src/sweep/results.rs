@@ -109,7 +109,28 @@ pub struct Results {
     pub peak_rss_kib: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub environment: Option<Environment>,
+    /// The id of the plan these are results of (plan.json beside it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<String>,
+    /// The kernel builds this run finished (also those no cell booted yet:
+    /// `run --plan --build`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub builds: Vec<BuildRecord>,
+    /// What a merge had to decide (a cell two shards both ran).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
     pub cells: Vec<CellResult>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BuildRecord {
+    pub id: String,
+    pub ok: bool,
+    pub reused: bool,
+    pub seconds: f64,
+    pub cpu_seconds: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 impl Results {
@@ -125,6 +146,9 @@ impl Results {
             wall_seconds: None,
             peak_rss_kib: None,
             environment: None,
+            plan: None,
+            builds: Vec::new(),
+            notes: Vec::new(),
             cells: Vec::new(),
         }
     }
@@ -141,6 +165,12 @@ impl Results {
 
     pub fn save(&self, dir: &Path) -> Result<()> {
         write_atomic(&dir.join("results.json"), serde_json::to_string_pretty(self).expect("serialises").as_bytes())
+    }
+
+    /// The order every report shows: by board, toolchain, kernel, config.
+    pub fn sort(&mut self) {
+        self.cells.sort_by(|a, b| (&a.board, &a.toolchain, &a.kernel, &a.config).cmp(&(&b.board, &b.toolchain, &b.kernel, &b.config)));
+        self.builds.sort_by(|a, b| a.id.cmp(&b.id));
     }
 
     pub fn flaky(&self) -> usize {

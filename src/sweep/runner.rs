@@ -36,6 +36,9 @@ pub struct Options {
     /// Boots of a cell that failed at boot time before it counts (a pass
     /// on a retry makes it `flaky`).
     pub retries: u32,
+    /// Build the kernels and boot nothing (`run --plan --build ID`): a
+    /// failed build still gives its cells `build-fail`.
+    pub build_only: bool,
 }
 
 /// At most this many builds configure and compile at once (the rest wait
@@ -148,7 +151,7 @@ pub fn run(
     for c in pending.iter().filter(|c| c.state == CellState::Pending) {
         let m = missing
             .entry((c.board.as_str(), c.toolchain.as_str()))
-            .or_insert_with(|| crate::preflight::check(reg, &reg.boards[&c.board], &reg.toolchains[&c.toolchain], crate::preflight::Work::Boot));
+            .or_insert_with(|| crate::preflight::check(reg, &reg.boards[&c.board], &reg.toolchains[&c.toolchain], if opts.build_only { crate::preflight::Work::Build } else { crate::preflight::Work::Boot }));
         if m.is_empty() {
             runnable.insert(c.id.as_str());
         } else {
@@ -329,6 +332,9 @@ fn worker(
         }
     };
     let build_log = keep_log(&opts.dir, &manifest.build_log, &build_log_name);
+    if opts.build_only {
+        return Ok(());
+    }
     for c in cells {
         if interrupted.load(Ordering::Relaxed) {
             return Err(Error::Interrupted);
