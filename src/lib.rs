@@ -30,6 +30,7 @@ pub mod debug;
 pub mod descriptor;
 pub mod emulator;
 pub mod error;
+pub mod export;
 pub mod gdb;
 pub mod history;
 pub mod host;

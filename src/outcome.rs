@@ -127,6 +127,9 @@ pub enum SkipReason {
     Unsupported { toolchain: String, reason: String },
     /// The kernel needs a newer compiler than the one installed.
     CompilerTooOld { toolchain: String, version: String, kernel: String, needs: String },
+    /// The engine running this part of the plan cannot run the board
+    /// (`run --lava` on a gem5 or mips64el board).
+    EngineCannotRun { engine: String, board: String, reason: String },
 }
 
 impl fmt::Display for SkipReason {
@@ -139,6 +142,7 @@ impl fmt::Display for SkipReason {
             SkipReason::EmulatorNotInstalled { emulator, hint } => write!(f, "{emulator} not built: {hint}"),
             SkipReason::KernelOutOfRange { board, range, version } => write!(f, "board `{board}` runs kernels {range}, not {version}"),
             SkipReason::Unsupported { toolchain, reason } => write!(f, "{toolchain}: {reason}"),
+            SkipReason::EngineCannotRun { engine, board, reason } => write!(f, "{engine} cannot run board `{board}`: {reason}"),
             SkipReason::CompilerTooOld { toolchain, version, kernel, needs } => {
                 write!(f, "kernel {kernel} needs {toolchain} {needs}; the installed one is {version}")
             }

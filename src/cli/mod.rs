@@ -17,6 +17,7 @@ mod plan;
 mod report;
 mod rootfs;
 mod run;
+mod export;
 mod merge;
 mod setup;
 mod show;
@@ -74,6 +75,8 @@ pub enum Cmd {
     Run(run::Args),
     /// Join the results directories of a plan's parts into one.
     Merge(merge::Args),
+    /// Hand a plan to an engine: Slurm, LAVA, Kubernetes, GitHub Actions.
+    Export(export::Args),
     /// Render a sweep's results (table, markdown, json, junit, html) or compare two runs.
     Report(report::Args),
     /// A nightly's cell results over time (from `sweep --history ROOT`).
@@ -167,6 +170,7 @@ pub fn main() -> i32 {
         Cmd::Sweep(a) => sweep::run(&ctx, a),
         Cmd::Run(a) => run::run(&ctx, a),
         Cmd::Merge(a) => merge::run(&ctx, a),
+        Cmd::Export(a) => export::run(&ctx, a),
         Cmd::Report(a) => report::run(&ctx, a),
         Cmd::History(a) => history::run(&ctx, a),
         Cmd::Cache(a) => cache::run(&ctx, a),

@@ -14,6 +14,8 @@ pub enum Format {
     Json,
     Junit,
     Html,
+    /// KCIDB v5.3 (KernelCI's results database) JSON.
+    Kcidb,
 }
 
 #[derive(Debug, clap::Args)]
@@ -37,6 +39,13 @@ pub struct Args {
     /// Coordinates making the columns (default: kernel,config).
     #[arg(long, value_enum, value_delimiter = ',', default_value = "kernel,config")]
     cols: Vec<report::Key>,
+    /// `--format kcidb`: the origin prefixing every id (a-z, 0-9, _).
+    #[arg(long, default_value = "kmatrix")]
+    origin: String,
+    /// `--format kcidb`: POST the document to URL (https, or http to
+    /// loopback) with `Authorization: Bearer $KCIDB_TOKEN`.
+    #[arg(long, value_name = "URL")]
+    submit: Option<String>,
 }
 
 pub fn run(_ctx: &Ctx, a: Args) -> Result<i32> {
@@ -59,6 +68,9 @@ pub fn run(_ctx: &Ctx, a: Args) -> Result<i32> {
         print!("{}", c.text());
         return Ok(if c.new_failures() > 0 { exit::KERNEL_FAILURE } else { exit::OK });
     }
+    if a.submit.is_some() && !matches!(a.format, Format::Kcidb) {
+        return Err(crate::error::Error::Usage("--submit is for --format kcidb".into()));
+    }
     let layout = report::Layout { rows: a.rows, cols: a.cols };
     match a.format {
         Format::Table => println!("{}", report::table(&r, crate::cli::colour(std::io::IsTerminal::is_terminal(&std::io::stdout())), &layout)),
@@ -66,6 +78,18 @@ pub fn run(_ctx: &Ctx, a: Args) -> Result<i32> {
         Format::Json => println!("{}", serde_json::to_string_pretty(&r).expect("serialises")),
         Format::Junit => println!("{}", report::junit(&r)),
         Format::Html => print!("{}", report::html(&r, &layout)),
+        Format::Kcidb => {
+            crate::sweep::kcidb::check_origin(&a.origin)?;
+            let doc = crate::sweep::kcidb::render(&r, &a.origin);
+            match &a.submit {
+                Some(url) => {
+                    let token = std::env::var("KCIDB_TOKEN").ok().filter(|t| !t.is_empty()).ok_or_else(|| crate::error::Error::Usage("--submit needs the submission token in KCIDB_TOKEN".into()))?;
+                    let answer = crate::sweep::kcidb::submit(&doc, url, &token)?;
+                    println!("submitted {} builds and {} tests to {url}: {answer}", doc["builds"].as_array().map_or(0, Vec::len), doc["tests"].as_array().map_or(0, Vec::len));
+                }
+                None => println!("{}", serde_json::to_string_pretty(&doc).expect("serialises")),
+            }
+        }
     }
     Ok(exit::OK)
 }

@@ -49,6 +49,11 @@ pub struct Args {
     /// Fail a boot whose console is silent this long (seconds; 0 disables).
     #[arg(long, value_name = "SECS", default_value = "60")]
     no_output_timeout: u64,
+    /// Boot through LAVA's dispatcher (`lava-run`, as root) instead of the
+    /// board's emulator: jobs, devices and LAVA's logs go into DIR, the
+    /// verdicts into the results directory (QEMU boards with [qemu.lava]).
+    #[arg(long, value_name = "DIR")]
+    lava: Option<PathBuf>,
     /// Cap of each boot's console log in MiB.
     #[arg(long, value_name = "MIB", default_value = "64")]
     console_log_limit: u64,
@@ -141,6 +146,13 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         b.cells.retain(|c| keep.contains(c));
     }
     p.builds.retain(|b| !b.cells.is_empty());
+    if a.lava.is_some() {
+        for c in p.cells.iter_mut().filter(|c| c.state == plan::CellState::Pending) {
+            if let Err(reason) = crate::export::lava::of(&reg.boards[&c.board]) {
+                c.state = plan::CellState::Skip(crate::outcome::SkipReason::EngineCannotRun { engine: "LAVA".into(), board: c.board.clone(), reason });
+            }
+        }
+    }
     let jobs = a.jobs.unwrap_or_else(crate::machine::default_jobs);
     let dir = &a.results_dir;
     let results = if dir.join("results.json").is_file() {
@@ -160,6 +172,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         console_log_limit: a.console_log_limit << 20,
         retries: a.retries,
         build_only,
+        lava: a.lava.clone().map(|out| crate::export::lava::Mode { out, run: true, base_url: None }),
     };
     let results = execute(ctx, &reg, &p, &whole, dir, results, &e)?;
     if build_only {

@@ -90,6 +90,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         console_log_limit: a.console_log_limit << 20,
         retries: a.retries,
         build_only: false,
+        lava: None,
     };
     let results = execute(ctx, &reg, &plan, &plan, &dir, results, &opts)?;
     println!("{}", report::table(&results, crate::cli::colour(std::io::IsTerminal::is_terminal(&std::io::stdout())), &report::Layout::default()));
@@ -108,6 +109,7 @@ pub struct Execution {
     pub console_log_limit: u64,
     pub retries: u32,
     pub build_only: bool,
+    pub lava: Option<crate::export::lava::Mode>,
 }
 
 /// Runs the cells of `plan` (a part of `whole`, or all of it) that `results` (loaded from `dir` when
@@ -135,6 +137,7 @@ pub fn execute(ctx: &Ctx, reg: &crate::descriptor::Registry, plan: &plan::Plan, 
         console_log_limit: e.console_log_limit,
         retries: e.retries,
         build_only: e.build_only,
+        lava: e.lava.clone(),
     };
     let start = Instant::now();
     let (tx, rx) = mpsc::channel::<Event>();

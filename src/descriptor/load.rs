@@ -601,6 +601,7 @@ fn resolve_board(
                 && *smp.get_ref() == 0 {
                     d.error(file, smp.span(), "smp must be at least 1");
                 }
+            let binary_span = q.binary.span();
             Some(Emulator::Qemu(Qemu {
                 binary: q.binary.into_inner(),
                 machine: q.machine.into_inner(),
@@ -620,6 +621,23 @@ fn resolve_board(
                         Err(why.into_inner())
                     }
                     None => Ok(x.args.into_iter().map(Spanned::into_inner).collect()),
+                }),
+                lava: q.lava.map(|l| match (l.unsupported, l.arch) {
+                    (Some(why), arch) => {
+                        if arch.is_some() || !l.context.is_empty() || !l.extra_options.is_empty() {
+                            d.error(file, why.span(), "[qemu.lava] has `unsupported` and settings: a machine runs on LAVA or says why not, not both");
+                        }
+                        Err(why.into_inner())
+                    }
+                    (None, Some(arch)) => Ok(Lava {
+                        arch: arch.into_inner(),
+                        context: l.context.into_iter().map(|(k, v)| (k, serde_json::to_value(v.into_inner()).unwrap_or(serde_json::Value::Null))).collect(),
+                        extra_options: l.extra_options.into_iter().map(Spanned::into_inner).collect(),
+                    }),
+                    (None, None) => {
+                        d.error(file, binary_span, "[qemu.lava] needs `arch` (LAVA's name for it) or `unsupported` (why LAVA cannot run the machine)");
+                        Err("no LAVA arch".into())
+                    }
                 }),
             }))
         }

@@ -191,6 +191,18 @@ pub struct Qemu {
     /// `--dump`: the extra arguments (Ok), or why the machine cannot (Err);
     /// None when the descriptor says nothing.
     pub dump: Option<std::result::Result<Vec<String>, String>>,
+    /// `[qemu.lava]`: the machine as a LAVA device, or why not. Not part of
+    /// a cell's identity: it changes nothing kmatrix itself runs.
+    #[serde(skip)]
+    pub lava: Option<std::result::Result<Lava, String>>,
+}
+
+/// A QEMU board as LAVA's `qemu` device type sees it.
+#[derive(Debug, Clone, Default)]
+pub struct Lava {
+    pub arch: String,
+    pub context: serde_json::Map<String, serde_json::Value>,
+    pub extra_options: Vec<String>,
 }
 
 /// A serial line for KGDB: argument templates (`{port}`: the loopback TCP

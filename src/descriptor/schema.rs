@@ -138,6 +138,24 @@ pub struct RawQemu {
     /// Post-mortem dumps (`--dump`): the devices a dump needs, or why this
     /// machine cannot give one.
     pub dump: Option<RawQemuDump>,
+    /// The machine as a LAVA `qemu` device (`kmatrix export lava`), or why
+    /// LAVA cannot run it.
+    pub lava: Option<RawQemuLava>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawQemuLava {
+    /// LAVA's name of the arch (`context: arch:`; its qemu template picks
+    /// the binary by it).
+    pub arch: Option<S<String>>,
+    /// More of the job's `context:` (cpu, machine, no_kvm, ...).
+    #[serde(default)]
+    pub context: std::collections::BTreeMap<String, S<toml::Value>>,
+    /// QEMU arguments beyond LAVA's own (`context: extra_options:`).
+    #[serde(default)]
+    pub extra_options: Vec<S<String>>,
+    pub unsupported: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -9,6 +9,7 @@ pub mod compare;
 pub mod environment;
 pub mod events;
 pub mod html;
+pub mod kcidb;
 pub mod merge;
 pub mod progress;
 pub mod report;

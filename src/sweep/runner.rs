@@ -39,6 +39,9 @@ pub struct Options {
     /// Build the kernels and boot nothing (`run --plan --build ID`): a
     /// failed build still gives its cells `build-fail`.
     pub build_only: bool,
+    /// Boot through LAVA (`lava-run`) instead of the board's emulator, or
+    /// only write each cell's LAVA job.
+    pub lava: Option<crate::export::lava::Mode>,
 }
 
 /// At most this many builds configure and compile at once (the rest wait
@@ -436,10 +439,18 @@ fn boot_cell(
     let dump = c.dump && backend.dump_args().is_ok();
     let bopts = BootOptions { install, cmds: c.cmds.clone(), dump, ..Default::default() };
     let prepared = machine::prepare_boot(cache, reg, board, &c.toolchain, &manifest, &bopts, &run_dir, &|_| {})?;
+    let rel = format!("logs/{name}.console.log");
+    if let Some(mode) = &opts.lava {
+        let _token = jobs.acquire().map_err(Error::io("jobserver"))?;
+        let _ = tx.send(Event::BootStarted { cell: c.id.clone(), board: c.board.clone() });
+        let title = format!("kmatrix {} {} {} {} ({})", c.board, c.toolchain, c.kernel, c.config, c.id);
+        let timeout = Duration::from_secs(c.timeout_secs);
+        let res = crate::export::lava::boot_cell(mode, board, &name, &title, &manifest.image, &prepared.command.args, &prepared.nonce, timeout, &opts.dir.join(&rel))?;
+        return Ok((res, rel));
+    }
     // One token per running emulator: boots share the budget with builds.
     let _token = jobs.acquire().map_err(Error::io("jobserver"))?;
     let _ = tx.send(Event::BootStarted { cell: c.id.clone(), board: c.board.clone() });
-    let rel = format!("logs/{name}.console.log");
     let spec = BootSpec {
         command: prepared.command,
         nonce: prepared.nonce,
