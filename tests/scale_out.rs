@@ -227,3 +227,63 @@ fn a_build_alone_then_its_boots_in_the_same_directory_build_once() {
     assert_eq!(code, Some(1), "{text}");
     assert_eq!(json(&out.join("results.json"))["complete"], true);
 }
+
+#[test]
+fn kcidb_report_submits_with_a_bearer_token_to_a_loopback_server() {
+    use std::io::{Read, Write};
+    let p = project();
+    let res = p.path().join("r");
+    assert_eq!(run(&p, &["sweep", "--results-dir", s(&res)]).0, Some(1));
+    let (code, text) = run(&p, &["report", s(&res), "--format", "kcidb"]);
+    assert_eq!(code, Some(0), "{text}");
+    let doc: Value = serde_json::from_str(text.split("\n[").next().unwrap_or(&text)).unwrap_or_else(|e| panic!("{e}: {text}"));
+    assert_eq!(doc["version"]["major"], 5);
+    assert_eq!(doc["tests"].as_array().unwrap().len(), 4);
+    let statuses: Vec<&str> = doc["tests"].as_array().unwrap().iter().map(|t| t["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses.iter().filter(|s| **s == "FAIL").count(), 2, "panics are FAIL: {statuses:?}");
+    let (code, text) = run(&p, &["report", s(&res), "--format", "kcidb", "--origin", "Bad-Origin"]);
+    assert_eq!(code, Some(2), "{text}");
+
+    // One request, answered 200; what it carried comes back over a channel.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 65536];
+        loop {
+            let n = conn.read(&mut chunk).unwrap();
+            buf.extend_from_slice(&chunk[..n]);
+            let text = String::from_utf8_lossy(&buf).to_string();
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let len: usize = head.lines().find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap())).unwrap_or(0);
+                if body.len() >= len {
+                    conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok").unwrap();
+                    tx.send(text).unwrap();
+                    return;
+                }
+            }
+            if n == 0 {
+                return;
+            }
+        }
+    });
+    let url = format!("http://127.0.0.1:{port}/submit");
+    let out = {
+        let mut c = assert_cmd::Command::cargo_bin("kmatrix").unwrap();
+        c.current_dir(p.path()).env("KMATRIX_CACHE_DIR", &p.cache).env("KCIDB_TOKEN", "s3cret").args(["report", s(&res), "--format", "kcidb", "--submit", &url]);
+        c.timeout(std::time::Duration::from_secs(60)).output().unwrap()
+    };
+    assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
+    assert!(stdout(&out).contains("submitted 2 builds and 4 tests"), "{}", stdout(&out));
+    let req = rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
+    assert!(req.starts_with("POST /submit "), "{req}");
+    assert!(req.to_ascii_lowercase().contains("authorization: bearer s3cret"), "{req}");
+    let body: Value = serde_json::from_str(req.split_once("\r\n\r\n").unwrap().1).unwrap();
+    assert_eq!(body["tests"].as_array().unwrap().len(), 4);
+    // No token, no submission; a token is never sent in the clear off-host.
+    let (code, text) = run(&p, &["report", s(&res), "--format", "kcidb", "--submit", &url]);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("KCIDB_TOKEN"), "{text}");
+}

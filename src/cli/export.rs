@@ -152,7 +152,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
             let text = std::fs::read_to_string(&k.plan.plan).map_err(Error::io(format!("cannot read {}", k.plan.plan.display())))?;
             let o = export::k8s::Options {
                 image: k.image,
-                shards: k.shards.unwrap_or(p.builds.len()).clamp(1, p.builds.len().max(1)),
+                shards: k.shards.unwrap_or(p.builds.len()).max(1),
                 parallelism: k.parallelism,
                 retries: k.retries,
                 project: k.project,
@@ -166,7 +166,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         Engine::Gha(g) => {
             let (_, p) = load_plan(ctx, &g.plan.plan)?;
             let o = export::gha::Options {
-                shards: g.shards.unwrap_or(p.builds.len()).clamp(1, p.builds.len().max(1)),
+                shards: g.shards.unwrap_or(p.builds.len()).max(1),
                 plan_path: g.plan_path.unwrap_or_else(|| g.plan.plan.display().to_string()),
                 setup: g.setup,
                 runs_on: g.runs_on,

@@ -47,8 +47,13 @@ pub fn render(r: &Results, origin: &str) -> Value {
     let mut checkouts: BTreeMap<String, Value> = BTreeMap::new();
     let mut builds: BTreeMap<String, (Vec<&CellResult>, String)> = BTreeMap::new();
     let mut tests = Vec::new();
+    // A skipped cell never unpacked its tree: it has the source its kernel
+    // label had elsewhere in the run.
+    let known = |c: &CellResult| {
+        c.kernel_source.clone().or_else(|| r.environment.as_ref().and_then(|e| e.kernels.get(&c.kernel)).and_then(|k| k.source.clone())).or_else(|| r.cells.iter().find(|o| o.kernel == c.kernel && o.kernel_source.is_some()).and_then(|o| o.kernel_source.clone()))
+    };
     for c in &r.cells {
-        let source = c.kernel_source.clone().unwrap_or_default();
+        let source = known(c).unwrap_or_default();
         let commit = c.git.as_ref().map(|g| g.commit.clone());
         let checkout = format!("{origin}:{}-{}", c.kernel, crate::plan::short_hash(&(&source, &commit, &c.kernel_version)));
         checkouts.entry(checkout.clone()).or_insert_with(|| {
@@ -85,7 +90,8 @@ pub fn render(r: &Results, origin: &str) -> Value {
     let builds: Vec<Value> = builds
         .into_iter()
         .map(|(id, (cells, checkout))| {
-            let c = cells[0];
+            // What a booted cell says of the build, when one booted.
+            let c = cells.iter().copied().find(|c| c.toolchain_version.is_some()).unwrap_or(cells[0]);
             let status = match records.get(id.as_str()) {
                 Some(b) if b.ok => "PASS",
                 Some(_) => "FAIL",
