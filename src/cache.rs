@@ -67,8 +67,19 @@ impl Cache {
         let waited = match file.try_lock() {
             Ok(()) => None,
             Err(std::fs::TryLockError::WouldBlock) => {
+                // The holder writes its pid just after it takes the lock: a
+                // waiter that arrives in between reads an empty file, so it
+                // looks again for a moment before saying it does not know.
                 let mut holder = String::new();
-                let _ = file.read_to_string(&mut holder);
+                for _ in 0..20 {
+                    holder.clear();
+                    let _ = file.rewind();
+                    let _ = file.read_to_string(&mut holder);
+                    if holder.contains("pid=") {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(25));
+                }
                 say(&format!("waiting for {entry}: {}", describe_holder(holder.trim())));
                 let t = Instant::now();
                 loop {

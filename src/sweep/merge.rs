@@ -47,10 +47,12 @@ fn describe(c: &CellResult) -> String {
 /// sized), else copies. A file already there from another cell is kept.
 fn bring(from: &Path, to: &Path, rel: &str) -> Result<()> {
     let (src, dst) = (from.join(rel), to.join(rel));
-    if src == dst || !src.exists() {
+    let Ok(meta) = std::fs::symlink_metadata(&src) else { return Ok(()) };
+    // QMP and monitor sockets, fifos and links are no record of the run.
+    if src == dst || !(meta.is_dir() || meta.is_file()) {
         return Ok(());
     }
-    if src.is_dir() {
+    if meta.is_dir() {
         std::fs::create_dir_all(&dst).map_err(Error::io(format!("cannot create {}", dst.display())))?;
         for e in std::fs::read_dir(&src).map_err(Error::io(format!("cannot list {}", src.display())))? {
             let e = e.map_err(Error::io(format!("cannot list {}", src.display())))?;
