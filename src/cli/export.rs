@@ -47,6 +47,7 @@ struct SlurmArgs {
     /// CPUs per task: a build's make jobs, a boot array task's emulators.
     #[arg(long, default_value = "2")]
     cpus_per_task: u32,
+    /// Slurm partition of all three jobs (else the cluster's default).
     #[arg(long)]
     partition: Option<String>,
     /// Time limit of a build task, in minutes.
