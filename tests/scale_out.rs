@@ -85,10 +85,12 @@ fn shards_in_any_order_merge_to_what_one_sweep_writes() {
     assert_eq!(code, Some(1), "{text}");
     assert_eq!(json(&whole.join("results.json"))["plan"], id.as_str(), "a sweep of the same matrix is the same plan");
 
-    // A socket or a link left beside a cell's logs (a QMP socket of a
+    // A socket or a link left in a cell's run directory (a QMP socket of a
     // killed run) is no record: the merge passes over it.
     let c0 = &json(&s1.join("results.json"))["cells"][0];
-    let logs = s1.join(c0["console_log"].as_str().unwrap()).parent().unwrap().to_path_buf();
+    let logs = s1.join("runs").join(c0["id"].as_str().unwrap());
+    std::fs::create_dir_all(&logs).unwrap();
+    std::fs::write(logs.join("kept.txt"), "a record").unwrap();
     let _sock = std::os::unix::net::UnixListener::bind(logs.join("qmp.sock")).unwrap();
     std::os::unix::fs::symlink("/nonexistent", logs.join("dangling")).unwrap();
 
@@ -108,7 +110,9 @@ fn shards_in_any_order_merge_to_what_one_sweep_writes() {
     assert!(m.get("notes").is_none(), "{m:#}");
     assert_eq!(m["builds"].as_array().unwrap().len(), 2, "{m:#}");
     let rel = logs.strip_prefix(&s1).unwrap();
-    assert!(!m1.join(rel).join("qmp.sock").exists() && std::fs::symlink_metadata(m1.join(rel).join("dangling")).is_err(), "a socket or link was merged");
+    assert!(m1.join(rel).join("kept.txt").is_file(), "the run directory came along");
+    assert!(std::fs::symlink_metadata(m1.join(rel).join("qmp.sock")).is_err(), "a socket was merged");
+    assert!(std::fs::symlink_metadata(m1.join(rel).join("dangling")).is_err(), "a link was merged");
     // Every log a cell names came along.
     for c in m["cells"].as_array().unwrap() {
         for k in ["console_log", "build_log"] {
