@@ -200,3 +200,34 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     tmp.persist(path).map_err(|e| Error::Io { context: format!("cannot write {}", path.display()), source: e.error })?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// A holder that has taken the lock but not yet written its pid (the
+    /// window CI once hit) is still named once it writes it.
+    #[test]
+    fn a_waiter_names_a_holder_that_writes_its_pid_just_after_locking() {
+        let root = tempfile::tempdir().unwrap();
+        let cache = Cache::new(Some(root.path().to_path_buf()));
+        let (holder, _) = cache.lock_file("builds/x").unwrap();
+        holder.lock().unwrap();
+        let path = root.path().join("locks/builds_x.lock");
+        let said = Arc::new(Mutex::new(Vec::new()));
+        let waiter = {
+            let (cache, said) = (Cache::new(Some(root.path().to_path_buf())), said.clone());
+            std::thread::spawn(move || {
+                let _l = cache.lock("builds/x", &|s| said.lock().unwrap().push(s.to_string())).unwrap();
+            })
+        };
+        std::thread::sleep(Duration::from_millis(100));
+        std::fs::write(&path, "pid=4242 since=0").unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        drop(holder);
+        waiter.join().unwrap();
+        let said = said.lock().unwrap();
+        assert!(said[0].starts_with("waiting for builds/x: held by pid 4242"), "{said:?}");
+    }
+}
